@@ -1,0 +1,1 @@
+"""Signing: hashing, keys, DSSE / in-toto statements, Sigstore bundles and verification."""

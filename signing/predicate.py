@@ -1,0 +1,122 @@
+"""The evidence predicate: per-run metadata signed inside the in-toto statement.
+
+One subject per artefact; everything that differs between artefacts lives in
+``predicate.artefacts[]``, keyed by digest. The index is rebuilt from these
+signed predicates, so they are the single source of truth.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from affidavit.signing.statement import EVIDENCE_PREDICATE, make_statement, parse_statement
+from affidavit.store.base import ArtefactRecord, RunRecord
+
+PREDICATE_FORMAT = 1
+
+
+def utc_iso(t: datetime) -> str:
+    """ISO 8601 with ``Z``; refuses naive datetimes."""
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: Affidavit uses timezone-aware UTC everywhere")
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return t.astimezone(UTC)
+
+
+def iso_duration(d: timedelta) -> str:
+    """timedelta -> ISO 8601 duration (days, hours, minutes, seconds)."""
+    secs = int(d.total_seconds())
+    if secs <= 0:
+        raise ValueError("a TTL must be positive")
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    out = "P" + (f"{days}D" if days else "")
+    time = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (f"{seconds}S" if seconds else "")
+    return out + ("T" + time if time else "")
+
+
+def artefact_entry(a: ArtefactRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "digest": f"sha256:{a.digest}",
+        "name": a.name,
+        "media_type": a.media_type,
+        "size": a.size,
+        "collector": a.collector,
+        "collected": utc_iso(a.collected_at),
+        "controls": list(a.controls),
+        "findings": [dict(f) for f in a.findings],
+        "redactions": [dict(r) for r in a.redactions],
+    }
+    if a.effective_from is not None or a.effective_to is not None:
+        entry["effective"] = {
+            "from": utc_iso(a.effective_from) if a.effective_from else None,
+            "to": utc_iso(a.effective_to) if a.effective_to else None,
+        }
+    if a.ttl is not None:
+        entry["ttl"] = a.ttl
+    return entry
+
+
+def run_statement(run: RunRecord, agent: str) -> bytes:
+    """The statement payload for one run (raises ValueError for a run with no artefacts)."""
+    predicate = {
+        "format": PREDICATE_FORMAT,
+        "agent": agent,
+        "run_id": run.run_id,
+        "source": {"name": run.source, "type": run.source_type},
+        "started": utc_iso(run.started),
+        "finished": utc_iso(run.finished),
+        "artefacts": [artefact_entry(a) for a in run.artefacts],
+    }
+    return make_statement(((a.name, a.digest) for a in run.artefacts), EVIDENCE_PREDICATE, predicate)
+
+
+def run_from_statement(payload: bytes, keyid: str, statement_sha256: str) -> RunRecord:
+    """Rebuild a run's records from its signed statement payload (raises ValueError on a bad shape)."""
+    stmt = parse_statement(payload)
+    if stmt["predicateType"] != EVIDENCE_PREDICATE:
+        raise ValueError(f"predicateType is {stmt['predicateType']!r}, not an evidence statement")
+    p = stmt["predicate"]
+    try:
+        run_id = p["run_id"]
+        arts = []
+        for e in p["artefacts"]:
+            eff = e.get("effective") or {}
+            arts.append(
+                ArtefactRecord(
+                    run_id=run_id,
+                    digest=e["digest"].removeprefix("sha256:"),
+                    name=e["name"],
+                    media_type=e["media_type"],
+                    size=int(e["size"]),
+                    collector=e["collector"],
+                    collected_at=parse_utc(e["collected"]),
+                    controls=tuple(e.get("controls", ())),
+                    findings=tuple(e.get("findings", ())),
+                    effective_from=parse_utc(eff["from"]) if eff.get("from") else None,
+                    effective_to=parse_utc(eff["to"]) if eff.get("to") else None,
+                    ttl=e.get("ttl"),
+                    redactions=tuple(e.get("redactions", ())),
+                )
+            )
+        return RunRecord(
+            run_id=run_id,
+            source=p["source"]["name"],
+            source_type=p["source"]["type"],
+            started=parse_utc(p["started"]),
+            finished=parse_utc(p["finished"]),
+            keyid=keyid,
+            statement_sha256=statement_sha256,
+            artefact_count=len(arts),
+            artefacts=tuple(arts),
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"evidence predicate is missing or has a malformed field: {e}") from None

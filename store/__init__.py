@@ -1,0 +1,1 @@
+"""Evidence stores: one contract (``affidavit.store.base.Store``) for local, S3 and GCS."""
