@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class RunRecord:
 class FsckProblem:
     where: str  # a path relative to the store root, or "index"
     problem: str
+    severity: Literal["error", "warning"] = "error"  # warning: harmless leftovers (an interrupted run's blobs)
 
 
 class Store(Protocol):
