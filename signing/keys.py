@@ -72,7 +72,8 @@ class LocalSigner:
     def sign(self, data: bytes) -> bytes:
         if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
             return self.private_key.sign(data)
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        # RFC 6979 deterministic nonces: no dependence on the RNG, and the same input signs the same way
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
 
 def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> bool:

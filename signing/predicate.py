@@ -7,6 +7,7 @@ signed predicates, so they are the single source of truth.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from affidavit.signing.statement import EVIDENCE_PREDICATE, make_statement, pars
 from affidavit.store.base import ArtefactRecord, RunRecord
 
 PREDICATE_FORMAT = 1
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def utc_iso(t: datetime) -> str:
@@ -79,11 +81,62 @@ def run_statement(run: RunRecord, agent: str) -> bytes:
     return make_statement(((a.name, a.digest) for a in run.artefacts), EVIDENCE_PREDICATE, predicate)
 
 
+def _kind_problem(obj: Any, field: str, kind: type | tuple[type, ...], optional: bool = False) -> str | None:
+    value = obj.get(field)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        return f"{field} is missing or not a {getattr(kind, '__name__', 'value')}"
+    return None
+
+
+def predicate_problem(stmt: dict[str, Any]) -> str | None:
+    """What is wrong with the types of an evidence statement's predicate, or None.
+
+    ``run_from_statement`` calls it first, so statements read from outside
+    (bundles, a store's files) never reach the records with the wrong types.
+    """
+    p = stmt.get("predicate")
+    if not isinstance(p, dict):
+        return "predicate is not an object"
+    for f in ("run_id", "started", "finished"):
+        if problem := _kind_problem(p, f, str):
+            return problem
+    src = p.get("source")
+    if not isinstance(src, dict) or not isinstance(src.get("name"), str) or not isinstance(src.get("type"), str):
+        return "source must be an object with name and type strings"
+    arts = p.get("artefacts")
+    if not isinstance(arts, list) or not arts:
+        return "artefacts is missing or not a non-empty list"
+    for i, a in enumerate(arts):
+        if not isinstance(a, dict):
+            return f"artefacts[{i}] is not an object"
+        checks = [_kind_problem(a, f, str) for f in ("digest", "name", "media_type", "collector", "collected")]
+        checks += [_kind_problem(a, "size", int), _kind_problem(a, "ttl", str, True),
+                   _kind_problem(a, "effective", dict, True)]
+        for f, item in (("controls", str), ("findings", dict), ("redactions", dict)):
+            value = a.get(f, [])
+            if not isinstance(value, list) or not all(isinstance(x, item) for x in value):
+                checks.append(f"{f} is not a list of {item.__name__}s")
+        eff = a.get("effective") or {}
+        if any(not isinstance(eff.get(k), (str, type(None))) for k in ("from", "to")):
+            checks.append("effective.from/to are not strings")
+        if not str(a.get("digest", "")).startswith("sha256:") or not HEX64_RE.match(str(a["digest"])[7:]):
+            checks.append("digest is not sha256:<64 hex>")
+        if isinstance(a.get("size"), int) and a["size"] < 0:
+            checks.append("size is negative")
+        if problem := next((c for c in checks if c), None):
+            return f"artefacts[{i}]: {problem}"
+    return None
+
+
 def run_from_statement(payload: bytes, keyid: str, statement_sha256: str) -> RunRecord:
     """Rebuild a run's records from its signed statement payload (raises ValueError on a bad shape)."""
     stmt = parse_statement(payload)
     if stmt["predicateType"] != EVIDENCE_PREDICATE:
         raise ValueError(f"predicateType is {stmt['predicateType']!r}, not an evidence statement")
+    if problem := predicate_problem(stmt):
+        raise ValueError(f"evidence predicate: {problem}")
     p = stmt["predicate"]
     try:
         run_id = p["run_id"]

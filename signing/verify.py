@@ -1,0 +1,458 @@
+"""Offline verification of an auditor bundle, with a per-artefact report.
+
+The trust anchor is the auditor's ``keys`` (keyid -> public key) only; the
+bundle's own keys/ are never trusted. Every problem becomes a :class:`Failure`
+naming the member; only unreadable input (InputError) and a missing trust
+anchor (UsageError) raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from affidavit.errors import InputError, UsageError
+from affidavit.signing.archive import Failure, ReadLimits, read_bundle
+from affidavit.signing.bundle import (
+    ARTEFACT_PREFIX,
+    BUNDLE_DSSE,
+    BUNDLE_FILES,
+    BUNDLE_PAYLOAD,
+    BUNDLE_SIG,
+    FORMAT,
+    FORMAT_VERSION,
+    KEYS_PREFIX,
+    MANIFEST,
+    README,
+    RUN_ID_RE,
+    RUN_SUFFIXES,
+    RunPart,
+    RUNS_PREFIX,
+    SUMS,
+    artefact_member,
+    manifest_artefacts,
+    manifest_runs,
+    run_member,
+)
+from affidavit.signing.dsse import PAYLOAD_TYPE, Envelope, EnvelopeFormatError, parse_envelope, verified_keyids
+from affidavit.signing.keys import PublicKey, keyid_of, load_public_key_pem
+from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_statement, utc_iso
+from affidavit.signing.sigstore import SigstoreFormatError, envelope_of
+from affidavit.signing.statement import (
+    BUNDLE_PREDICATE,
+    EVIDENCE_PREDICATE,
+    StatementFormatError,
+    parse_statement,
+    subject_digests,
+)
+from affidavit.store.base import RunRecord
+
+__all__ = ["ArtefactResult", "Failure", "RunSummary", "VerifyReport", "verify_bundle"]
+_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+_KEY_NAME = re.compile(r"^keys/([0-9a-f]{64})\.pub\.pem$")
+_RUN_PARTS: tuple[RunPart, ...] = ("dsse", "sigstore", "payload", "sig")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    source: str
+    source_type: str
+    started: datetime
+    finished: datetime
+    keyid: str
+    artefacts: int
+    verified: bool  # signed by a trusted key, and its members intact
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "source": self.source, "source_type": self.source_type,
+                "started": utc_iso(self.started), "finished": utc_iso(self.finished), "keyid": self.keyid,
+                "artefacts": self.artefacts, "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class ArtefactResult:
+    name: str
+    digest: str  # "sha256:<hex>"
+    run_id: str
+    controls: tuple[str, ...]
+    ok: bool  # its run verified and the file is present and intact
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "run_id": self.run_id, "controls": list(self.controls),
+                "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    valid: bool
+    bundle: Path
+    failures: tuple[Failure, ...]
+    signer_keyids: tuple[str, ...]  # trusted keys whose signature on the bundle statement verified
+    runs: tuple[RunSummary, ...]
+    artefacts: tuple[ArtefactResult, ...]
+    created: str | None = None  # from the bundle statement (as the exporter claims it)
+    agent: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "bundle": str(self.bundle),
+            "created": self.created,
+            "agent": self.agent,
+            "signer_keyids": list(self.signer_keyids),
+            "runs": [r.to_json() for r in self.runs],
+            "artefacts": [a.to_json() for a in self.artefacts],
+            "failures": [f.to_json() for f in self.failures],
+        }
+
+    def summary_lines(self) -> list[str]:
+        """The human report: the verdict, one line per artefact, then every failure."""
+        signers = ", ".join(self.signer_keyids) if self.signer_keyids else "no trusted key"
+        lines = [
+            f"{'VALID' if self.valid else 'INVALID'}: {self.bundle} ({len(self.runs)} run(s), "
+            f"{len(self.artefacts)} artefact(s); bundle signed by {signers})"
+        ]
+        for a in self.artefacts:
+            controls = f"  controls: {', '.join(a.controls)}" if a.controls else ""
+            verdict = "ok     " if a.ok else "INVALID"
+            lines.append(f"  {verdict}  {a.name}  {a.digest[:19]}…  run {a.run_id}{controls}")
+        if self.failures:
+            lines.append(f"{len(self.failures)} problem(s):")
+            lines.extend(f"  {f.member}: {f.reason}" for f in self.failures)
+        return lines
+
+
+@dataclass
+class _RunState:
+    run_id: str
+    record: RunRecord | None = None
+    signed: bool = False
+
+
+class _Verifier:
+    def __init__(self, members: Mapping[str, Any], failures: list[Failure], keys: Mapping[str, PublicKey]) -> None:
+        self.members = members
+        self.failures = failures
+        self.keys = keys
+        self.once: set[tuple[str, str]] = set()
+        self.signers: list[str] = []
+        self.bundle_predicate: dict[str, Any] | None = None
+        self.runs: dict[str, _RunState] = {}
+
+    # -- helpers --------------------------------------------------------------
+    def fail(self, member: str, reason: str, kind: str | None = None) -> None:
+        """Record a failure; with ``kind``, only the first of that kind for the member."""
+        if kind is not None:
+            if (member, kind) in self.once:
+                return
+            self.once.add((member, kind))
+        self.failures.append(Failure(member, reason))
+
+    def data(self, name: str, why: str) -> bytes | None:
+        m = self.members.get(name)
+        if m is None:
+            self.fail(name, f"missing ({why})", "missing")
+            return None
+        data: bytes | None = m.data  # None: too large, already reported by the reader
+        return data
+
+    def json(self, name: str, why: str) -> Any:
+        data = self.data(name, why)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            self.fail(name, "not valid JSON")
+            return None
+
+    def check_digest(self, name: str, expected: str, who: str) -> bool:
+        m = self.members.get(name)
+        if m is None:
+            self.fail(name, f"missing (subject of {who})", "missing")
+            return False
+        if m.sha256 != expected:
+            self.fail(name, f"digest mismatch ({who} says {expected}, file has {m.sha256})", "digest")
+            return False
+        return True
+
+    def envelope(self, name: str, obj: Any) -> tuple[Envelope | None, list[str]]:
+        """Parse a DSSE envelope and check its signature against the trust anchor."""
+        if obj is None:
+            return None, []
+        try:
+            env = parse_envelope(obj)
+        except EnvelopeFormatError as e:
+            self.fail(name, f"malformed DSSE envelope ({e})")
+            return None, []
+        if env.payload_type != PAYLOAD_TYPE:
+            self.fail(name, f"payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE}")
+        good = verified_keyids(env, self.keys)
+        if not good:
+            ids = ", ".join(k or "(none)" for k, _ in env.signatures)
+            self.fail(name, f"signature does not verify with any trusted key (signed by keyid {ids})")
+        return env, good
+
+    def same_bytes(self, name: str, expected: bytes, what: str) -> None:
+        data = self.data(name, f"the raw {what} for OpenSSL users")
+        if data is not None and data != expected:
+            self.fail(name, f"differs from the {what} inside the envelope")
+
+    # -- the bundle statement ---------------------------------------------------
+    def check_bundle_statement(self) -> None:
+        for name in (MANIFEST, README, SUMS, *BUNDLE_FILES):
+            if name not in self.members:
+                self.fail(name, "missing (every bundle has one)", "missing")
+        env, self.signers = self.envelope(BUNDLE_DSSE, self.json(BUNDLE_DSSE, "the bundle's signed statement"))
+        if env is None:
+            return
+        self.same_bytes(BUNDLE_PAYLOAD, env.payload, "payload")
+        self.same_bytes(BUNDLE_SIG, env.signatures[0][1], "signature")
+        try:
+            stmt = parse_statement(env.payload)
+        except StatementFormatError as e:
+            self.fail(BUNDLE_DSSE, f"its statement is malformed ({e}); no member of the bundle is covered")
+            return
+        if stmt["predicateType"] != BUNDLE_PREDICATE:
+            self.fail(BUNDLE_DSSE, f"predicateType is {stmt['predicateType']!r}, not {BUNDLE_PREDICATE}")
+            return
+        self.bundle_predicate = pred = stmt["predicate"]
+        if pred.get("format_version") != FORMAT_VERSION:
+            self.fail(BUNDLE_DSSE, f"unsupported bundle format version {pred.get('format_version')}")
+        subjects = subject_digests(stmt)
+        if pred.get("members") != len(subjects):
+            self.fail(BUNDLE_DSSE, f"predicate says {pred.get('members')} members, the statement has {len(subjects)}")
+        covered: set[str] = set()
+        for name, hexd in subjects:
+            if name in covered or name in BUNDLE_FILES:
+                self.fail(BUNDLE_DSSE, f"subject {name!r} is listed twice or names the statement itself")
+            covered.add(name)
+            self.check_digest(name, hexd, "the bundle statement")
+        for name in self.members:
+            if name not in covered and name not in BUNDLE_FILES:
+                self.fail(name, "not covered by any signed statement")
+
+    def check_sums(self) -> None:
+        data = self.data(SUMS, "every bundle has one")
+        if data is None:
+            return
+        listed: set[str] = set()
+        for i, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            match = _SUMS_LINE.match(line)
+            if not match:
+                self.fail(SUMS, f"line {i} is not '<sha256>  <file>'")
+                continue
+            hexd, name = match.groups()
+            listed.add(name)
+            if name in (SUMS, *BUNDLE_FILES):
+                self.fail(SUMS, f"line {i} lists {name}, which it cannot cover")
+            self.check_digest(name, hexd, "SHA256SUMS")
+        for name in self.members:
+            if name not in listed and name not in (SUMS, *BUNDLE_FILES):
+                self.fail(name, "not listed in SHA256SUMS")
+
+    # -- runs and artefacts -----------------------------------------------------
+    def check_runs(self) -> None:
+        for name in self.members:
+            if not name.startswith(RUNS_PREFIX):
+                continue
+            stem = name[len(RUNS_PREFIX):]
+            suffix = next((s for s in RUN_SUFFIXES.values() if stem.endswith(s)), None)
+            run_id = stem[: -len(suffix)] if suffix else ""
+            if not RUN_ID_RE.match(run_id):
+                self.fail(name, "unexpected file in runs/ (not <run>.dsse.json, .sigstore.json, .payload.json, .sig)")
+            elif run_member(run_id, "dsse") not in self.members:
+                self.fail(name, f"belongs to no run ({run_member(run_id, 'dsse')} is missing)")
+            else:
+                self.runs.setdefault(run_id, _RunState(run_id))
+        for run_id in sorted(self.runs):
+            self.check_run(self.runs[run_id])
+        referenced = {a.digest for s in self.runs.values() if s.record for a in s.record.artefacts}
+        for name in self.members:
+            if not name.startswith(ARTEFACT_PREFIX.split("/")[0] + "/"):
+                continue
+            hexd = name[len(ARTEFACT_PREFIX):]
+            if not name.startswith(ARTEFACT_PREFIX) or not HEX64_RE.match(hexd):
+                self.fail(name, "unexpected file in artefacts/ (artefacts are named artefacts/sha256/<digest>)")
+            elif hexd not in referenced:
+                self.fail(name, "not a subject of any run statement")
+                self.check_digest(name, hexd, "its file name")
+
+    def check_run(self, state: _RunState) -> None:
+        dsse_name = run_member(state.run_id, "dsse")
+        obj = self.json(dsse_name, "the run's envelope")
+        env, good = self.envelope(dsse_name, obj)
+        if env is None:
+            return
+        hint = self.check_sigstore(state.run_id, obj, env)
+        sig = next((s for k, s in env.signatures if k == hint), env.signatures[0][1])
+        self.same_bytes(run_member(state.run_id, "payload"), env.payload, "payload")
+        self.same_bytes(run_member(state.run_id, "sig"), sig, "signature")
+        keyid = hint or (good[0] if good else env.signatures[0][0])
+        try:
+            stmt = parse_statement(env.payload)
+            if stmt["predicateType"] == EVIDENCE_PREDICATE and (problem := predicate_problem(stmt)):
+                raise ValueError(problem)
+            record = run_from_statement(env.payload, keyid, hashlib.sha256(env.payload).hexdigest())
+            subjects = subject_digests(stmt)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            self.fail(dsse_name, f"its statement is not an evidence statement ({e})")
+            return
+        if record.run_id != state.run_id:
+            self.fail(dsse_name, f"its statement is for run {record.run_id!r}, not {state.run_id!r}")
+        if {d for _, d in subjects} != {a.digest for a in record.artefacts}:
+            self.fail(dsse_name, "its subjects and its predicate's artefacts name different digests")
+        state.record, state.signed = record, bool(good)
+        who = f"run {state.run_id}"
+        for _, hexd in subjects:
+            self.check_digest(artefact_member(hexd), hexd, who)
+        for a in record.artefacts:
+            m = self.members.get(artefact_member(a.digest))
+            if m is not None and m.size != a.size and HEX64_RE.match(a.digest):
+                self.fail(artefact_member(a.digest), f"size mismatch ({who} says {a.size} bytes, file has {m.size})")
+
+    def check_sigstore(self, run_id: str, dsse: Any, env: Envelope) -> str | None:
+        name = run_member(run_id, "sigstore")
+        obj = self.json(name, "the run's Sigstore bundle")
+        if obj is None:
+            return None
+        try:
+            wrapped, hint = envelope_of(obj)
+        except SigstoreFormatError as e:
+            self.fail(name, str(e))
+            return None
+        if wrapped != dsse:
+            self.fail(name, f"does not wrap the same envelope as {run_member(run_id, 'dsse')}")
+        if hint not in [k for k, _ in env.signatures]:
+            self.fail(name, f"key hint {hint} is not the keyid of any signature in the envelope")
+            return None
+        return hint
+
+    def check_keys(self) -> None:
+        for name, m in self.members.items():
+            if not name.startswith(KEYS_PREFIX):
+                continue
+            match = _KEY_NAME.match(name)
+            if not match:
+                self.fail(name, "unexpected file in keys/ (keys are named keys/<keyid>.pub.pem)")
+                continue
+            if m.data is None:
+                continue
+            try:
+                found = keyid_of(load_public_key_pem(m.data, name))
+            except InputError as e:
+                self.fail(name, e.message)
+                continue
+            if found != match.group(1):
+                self.fail(name, f"holds the key with keyid {found}")
+
+    # -- the manifest -----------------------------------------------------------
+    def check_manifest(self) -> None:
+        obj = self.json(MANIFEST, "every bundle has one")
+        if obj is None:
+            return
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            self.fail(MANIFEST, f"not an Affidavit bundle manifest (format must be {FORMAT!r})")
+            return
+        if obj.get("format_version") != FORMAT_VERSION:
+            self.fail(MANIFEST, f"unsupported bundle format version {obj.get('format_version')}")
+            return
+        pred = self.bundle_predicate or {}
+        for field in ("created", "agent"):
+            if field in pred and obj.get(field) != pred[field]:
+                self.fail(MANIFEST, f"{field} is {obj.get(field)!r}, the bundle statement says {pred[field]!r}")
+        # compare with the run statements that verified; a run that did not has its own failure already
+        records = [s.record for s in self.runs.values() if s.record is not None and s.signed]
+        unsigned = {s.run_id for s in self.runs.values() if not s.signed}
+        self.compare(obj.get("runs"), manifest_runs(records), "run_id", "run", unsigned)
+        if not unsigned:
+            self.compare(obj.get("artefacts"), manifest_artefacts(records), "digest", "artefact", set())
+        keys = sorted(m[len(KEYS_PREFIX):-len(".pub.pem")] for m in self.members if _KEY_NAME.match(m))
+        if obj.get("keys") != keys:
+            self.fail(MANIFEST, f"keys is {obj.get('keys')!r}, the bundle holds {keys!r}")
+        standard = (MANIFEST, README, SUMS, *BUNDLE_FILES)
+        folders = ("artefacts/", KEYS_PREFIX, RUNS_PREFIX)
+        extra = sorted(m for m in self.members if m not in standard and not m.startswith(folders))
+        if not isinstance(obj.get("extra"), list) or sorted(map(str, obj["extra"])) != extra:
+            self.fail(MANIFEST, f"extra is {obj.get('extra')!r}, the bundle holds {extra!r}")
+
+    def compare(self, listed: Any, expected: list[dict[str, Any]], key: str, what: str, skip: set[str]) -> None:
+        if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
+            self.fail(MANIFEST, f"{what}s is not a list of objects")
+            return
+        by_key: dict[str, dict[str, Any]] = {}
+        for i, e in enumerate(listed):
+            k = e.get(key)
+            if not isinstance(k, str):
+                self.fail(MANIFEST, f"{what}s[{i}] has no {key} string")
+            elif k in by_key:
+                self.fail(MANIFEST, f"{what} {k} is listed twice")
+            else:
+                by_key[k] = e
+        wanted = {e[key]: e for e in expected}
+        for k, entry in wanted.items():
+            if k not in by_key:
+                self.fail(MANIFEST, f"{what} {k} is not listed, but the run statements name it")
+                continue
+            for field, value in entry.items():
+                if by_key[k].get(field) != value:
+                    got = by_key[k].get(field)
+                    self.fail(MANIFEST, f"{what} {k}: {field} is {got!r}, the run statements say {value!r}")
+        for k in by_key:
+            if k not in wanted and k not in skip:
+                self.fail(MANIFEST, f"lists {what} {k}, which no readable run statement names")
+
+    # -- the report -------------------------------------------------------------
+    def report(self, path: Path) -> VerifyReport:
+        bad = {f.member for f in self.failures}
+        runs: list[RunSummary] = []
+        artefacts: list[ArtefactResult] = []
+        for run_id in sorted(self.runs):
+            s = self.runs[run_id]
+            if s.record is None:
+                continue
+            r = s.record
+            ok = s.signed and not any(run_member(run_id, p) in bad for p in _RUN_PARTS)
+            runs.append(RunSummary(r.run_id, r.source, r.source_type, r.started, r.finished, r.keyid,
+                                   len(r.artefacts), ok))
+            for a in r.artefacts:
+                member = artefact_member(a.digest)
+                intact = member in self.members and member not in bad
+                artefacts.append(ArtefactResult(a.name, f"sha256:{a.digest}", run_id, a.controls, ok and intact))
+        pred = self.bundle_predicate or {}
+        created, agent = pred.get("created"), pred.get("agent")
+        return VerifyReport(not self.failures, path, tuple(self.failures), tuple(self.signers), tuple(runs),
+                            tuple(artefacts), created if isinstance(created, str) else None,
+                            agent if isinstance(agent, str) else None)
+
+
+def verify_bundle(
+    path: Path,
+    keys: Mapping[str, PublicKey],
+    *,
+    progress: Callable[[int], None] | None = None,
+    limits: ReadLimits = ReadLimits(),
+) -> VerifyReport:
+    """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trusted keys.
+
+    ``progress`` receives the bytes read (increments). Raises UsageError with no
+    trust anchor and InputError when ``path`` is not a readable bundle; every
+    other problem is a Failure in the report.
+    """
+    if not keys:
+        raise UsageError("no trust anchor: pass --key PEM or --trust FILE")
+    contents = read_bundle(path, limits=limits, progress=progress)
+    v = _Verifier(contents.members, list(contents.failures), keys)
+    v.check_bundle_statement()
+    v.check_sums()
+    v.check_runs()
+    v.check_keys()
+    v.check_manifest()
+    return v.report(path)
