@@ -1,0 +1,1 @@
+"""Config models and loader; control catalogs and mappings as data files."""

@@ -1,0 +1,123 @@
+"""Typed config models. The YAML file's shape (architecture.md) is fixed by these."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from affidavit.config.durations import check_schedule, parse_duration
+
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+CONTROL_ID = re.compile(r"^[a-z0-9][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9._()-]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Model):
+    path: Path = Field(Path("affidavit-store"), description="the local store, always written first")
+    remote: str | None = Field(None, description="s3://bucket/prefix or gs://bucket/prefix (not yet supported)")
+    lock_timeout: float = Field(30.0, ge=0, description="seconds a collection waits for the store lock")
+
+    @field_validator("remote")
+    @classmethod
+    def _remote(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("remote stores (s3://, gs://) are not supported by this version yet; remove the key")
+        return v
+
+
+class SigningConfig(_Model):
+    key: Path = Field(Path("affidavit.key.pem"), description="encrypted PKCS#8 PEM private key")
+    passphrase_file: Path | None = Field(None, description="file holding the key passphrase (mode 0600)")
+    algorithm: Literal["ecdsa-p256", "ed25519"] = Field("ecdsa-p256", description="algorithm for new keys")
+    tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority (not yet supported)")
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _tsa(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError("RFC 3161 timestamps are not supported by this version yet; remove the key")
+        return v
+
+
+def _duration(v: Any) -> timedelta:
+    if isinstance(v, timedelta):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return timedelta(seconds=v)
+    if not isinstance(v, str):
+        raise ValueError("expected a duration such as 12h, 7d or P7D")
+    return parse_duration(v)
+
+
+def _control_ids(v: list[str]) -> list[str]:
+    for c in v:
+        if not CONTROL_ID.match(c):
+            raise ValueError(f"{c!r} is not a control id; write framework:id, e.g. common:CC-AI-POLICY")
+    return v
+
+
+class SourceConfig(BaseModel):
+    """One source. Keys other than these are the collector type's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="unique name; lower case letters, digits, '.', '_', '-'")
+    type: str = Field(description="collector type, e.g. files, git")
+    schedule: str | None = Field(None, description="'every 1h' or a cron expression (daemon only)")
+    ttl: timedelta | None = Field(None, description="how long the evidence stays fresh, e.g. 7d")
+    controls: list[str] = Field(default_factory=list, description="extra controls this source's evidence maps to")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SOURCE_NAME.match(v):
+            raise ValueError(f"{v!r} is not a source name; use lower case letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        return None if v is None else check_schedule(v)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _ttl(cls, v: Any) -> timedelta | None:
+        return None if v is None else _duration(v)
+
+    @field_validator("controls")
+    @classmethod
+    def _controls(cls, v: list[str]) -> list[str]:
+        return _control_ids(v)
+
+    def options(self) -> dict[str, Any]:
+        """The type-specific keys."""
+        return dict(self.model_extra or {})
+
+
+class ControlsConfig(_Model):
+    extra: list[str] = Field(default_factory=list, description="YAML files with frameworks, controls, mappings")
+    soa: Path | None = Field(None, description="Statement of Applicability file")
+
+
+class Config(_Model):
+    agent: str | None = Field(None, description="this agent's name in signed statements (default: host name)")
+    store: StoreConfig = StoreConfig()
+    signing: SigningConfig = SigningConfig()
+    sources: list[SourceConfig] = Field(default_factory=list)
+    controls: ControlsConfig = ControlsConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice; names must be unique")
+            seen.add(s.name)
+        return self
