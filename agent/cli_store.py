@@ -1,0 +1,186 @@
+"""Commands over the store and keys: evidence list/show, store reindex/fsck, keys, export."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from affidavit.agent.cli import App, emit_json
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _store(app: App) -> Any:
+    from affidavit.store.local import LocalStore
+
+    loaded = app.load()
+    return LocalStore.open(loaded.config.store.path, create=False)
+
+
+def _record_json(a: Any) -> dict[str, Any]:
+    from affidavit.signing.predicate import artefact_entry
+
+    return {"run_id": a.run_id, **artefact_entry(a)}
+
+
+@click.group()
+def evidence() -> None:
+    """Browse the evidence in the store."""
+
+
+@evidence.command("list")
+@click.option("--control", help="Only artefacts mapped to this control id.")
+@click.option("--name", help="Only artefacts whose name contains this text.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def evidence_list(app: App, control: str | None, name: str | None, as_json: bool) -> None:
+    """List stored artefacts, oldest run first."""
+    store = _store(app)
+    rows = [a for a in store.artefacts(control=control) if name is None or name in a.name]
+    if as_json:
+        emit_json([_record_json(a) for a in rows])
+        return
+    for a in rows:
+        click.echo(f"{a.collected_at:%Y-%m-%d %H:%M}Z  sha256:{a.digest[:12]}  {a.size:>10}  {a.name}  "
+                   f"{' '.join(a.controls)}")
+    click.echo(f"{len(rows)} artefact(s)", err=True)
+
+
+@evidence.command("show")
+@click.argument("ref")
+@click.option("--content", is_flag=True, help="Write the artefact's bytes to stdout instead.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def evidence_show(app: App, ref: str, content: bool, as_json: bool) -> None:
+    """Show one artefact by name or by digest (a unique prefix is enough)."""
+    store = _store(app)
+    ref_hex = ref.removeprefix("sha256:")
+    matches = [a for a in store.artefacts() if a.name == ref or a.digest.startswith(ref_hex)]
+    if not matches:
+        raise click.UsageError(f"no artefact named or with digest {ref!r}; see `affidavit evidence list`")
+    digests = {a.digest for a in matches}
+    if len(digests) > 1:
+        raise click.UsageError(f"{ref!r} matches {len(digests)} artefacts; give more of the digest")
+    latest = matches[-1]
+    if content:
+        with store.open_blob(latest.digest) as f:
+            while chunk := f.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
+        return
+    if as_json:
+        emit_json({**_record_json(latest), "runs": [a.run_id for a in matches]})
+        return
+    rec = _record_json(latest)
+    for key in ("name", "digest", "media_type", "size", "collector", "collected", "ttl", "effective"):
+        if key in rec:
+            click.echo(f"{key:11} {rec[key]}")
+    click.echo(f"{'controls':11} {' '.join(latest.controls) or '-'}")
+    for f in latest.findings:
+        click.echo(f"{'finding':11} {f.get('control')} {f.get('result')}: {f.get('reason')}")
+    for r in latest.redactions:
+        click.echo(f"{'redacted':11} {r.get('path')} ({r.get('rule')})")
+    click.echo(f"{'runs':11} {', '.join(a.run_id for a in matches)}")
+
+
+@click.group("store")
+def store_group() -> None:
+    """Maintain the local store."""
+
+
+@store_group.command("reindex")
+@pass_app
+def store_reindex(app: App) -> None:
+    """Rebuild the SQLite index from the signed attestations and blobs."""
+    n = _store(app).reindex()
+    click.echo(f"reindexed {n} run(s)")
+
+
+@store_group.command("fsck")
+@click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Also check every signature against this public key (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def store_fsck(app: App, keys: tuple[Path, ...], as_json: bool) -> None:
+    """Check the store: blob digests, attestations, signatures, index. Exit 1 on any error."""
+    from affidavit.signing.keys import load_public_key_file
+
+    store = _store(app)
+    problems = store.fsck([load_public_key_file(k) for k in keys])
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        emit_json({"ok": not errors, "problems": [p.__dict__ for p in problems]})
+    else:
+        for p in problems:
+            click.echo(f"{p.severity}: {p.where}: {p.problem}")
+        click.echo("store is consistent" if not errors else f"{len(errors)} error(s)", err=True)
+    click.get_current_context().exit(1 if errors else 0)
+
+
+@click.group()
+def keys() -> None:
+    """Generate signing keys and export the public key."""
+
+
+@keys.command("generate")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the key (default: signing.key from the config, else ./affidavit.key.pem).")
+@click.option("--algorithm", type=click.Choice(["ecdsa-p256", "ed25519"]), default="ecdsa-p256", show_default=True)
+@pass_app
+def keys_generate(app: App, out: Path | None, algorithm: str) -> None:
+    """Generate an encrypted signing key and its public key file beside it."""
+    from affidavit.agent.keyring import create_key
+
+    loaded = app.load(required=False)
+    key = (app.cwd / out) if out else (loaded.config.signing.key if loaded else app.cwd / "affidavit.key.pem")
+    pw_file = loaded.config.signing.passphrase_file if loaded and not out else None
+    new = create_key(key, algorithm, pw_file, app.env, app.prompt())  # type: ignore[arg-type]
+    click.echo(f"generated {key} (keyid {new.signer.keyid}); public key: {new.public_path}", err=True)
+    if new.passphrase_file:
+        click.echo(f"wrote a random key passphrase to {new.passphrase_file} (mode 0600)", err=True)
+
+
+@keys.command("export-public")
+@pass_app
+def keys_export_public(app: App) -> None:
+    """Print the signing key's public key (PEM) on stdout: give it to your auditor."""
+    from affidavit.agent.keyring import load_signer
+    from affidavit.signing.keys import public_pem
+
+    sc = app.load().config.signing
+    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+    click.echo(public_pem(signer.public_key).decode("ascii"), nl=False)
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Bundle to write: .tar.gz (default form), .tar, or a directory.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only runs started at or after this UTC time.")
+@click.option("--control", "controls", multiple=True, metavar="ID",
+              help="Only runs with evidence mapped to this control (repeatable).")
+@pass_app
+def export(app: App, out: Path, since: datetime | None, controls: tuple[str, ...]) -> None:
+    """Write a self-contained, signed auditor bundle of the stored evidence."""
+    from affidavit.agent.export import export_bundle
+    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.runner import agent_name
+    from affidavit.store.local import LocalStore
+
+    loaded = app.load()
+    store = LocalStore.open(loaded.config.store.path, create=False)
+    sc = loaded.config.signing
+    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+    summary = export_bundle(
+        store, signer, app.cwd / out, agent=agent_name(loaded), now=datetime.now(UTC),
+        since=since.replace(tzinfo=UTC) if since else None, controls=list(controls),
+        progress=sys.stderr.isatty(),
+    )
+    click.echo(f"wrote {summary.path}: {summary.runs} run(s), {summary.artefacts} artefact(s), "
+               f"{summary.members} members, signed by keyid {signer.keyid[:16]}…")
+
+
+COMMANDS = [evidence, store_group, keys, export]

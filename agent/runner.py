@@ -1,0 +1,104 @@
+"""The one-shot collection job: every selected source, one signed run each, under the store lock."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from affidavit import __version__
+from affidavit.agent.keyring import Prompt, create_key, load_signer
+from affidavit.agent.pipeline import RunResult, run_source
+from affidavit.collectors.redact import Redactor
+from affidavit.config.loader import LoadedConfig
+from affidavit.config.models import SourceConfig
+from affidavit.signing.keys import LocalSigner
+from affidavit.store.local import LocalStore
+
+log = logging.getLogger("affidavit.agent.runner")
+
+
+def agent_name(loaded: LoadedConfig) -> str:
+    return f"affidavit/{__version__} ({loaded.config.agent or socket.gethostname()})"
+
+
+def selected_sources(loaded: LoadedConfig, names: Sequence[str]) -> list[SourceConfig]:
+    if not names:
+        return list(loaded.config.sources)
+    return [loaded.source(n) for n in names]
+
+
+@dataclass
+class SignerSetup:
+    signer: LocalSigner
+    notes: list[str] = field(default_factory=list)  # what was created, for the user
+
+
+def ensure_signer(loaded: LoadedConfig, env: Mapping[str, str], prompt: Prompt | None) -> SignerSetup:
+    """Load the configured key, creating it (and a passphrase file) on a first run."""
+    sc = loaded.config.signing
+    if sc.key.exists():
+        return SignerSetup(load_signer(sc.key, sc.passphrase_file, env, prompt))
+    new = create_key(sc.key, sc.algorithm, sc.passphrase_file, env, prompt)
+    notes = [f"generated a {sc.algorithm} signing key {new.key_path} (public key: {new.public_path})"]
+    if new.passphrase_file is not None:
+        notes.append(
+            f"wrote a random key passphrase to {new.passphrase_file} (mode 0600); keep it safe, "
+            "or set AFFIDAVIT_PASSPHRASE instead"
+        )
+    return SignerSetup(new.signer, notes)
+
+
+@dataclass
+class CollectReport:
+    store: Path
+    results: list[RunResult]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(r.status == "failed" for r in self.results) else 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"store": str(self.store), "ok": self.exit_code == 0, "runs": [r.to_json() for r in self.results]}
+
+
+def collect(
+    loaded: LoadedConfig,
+    signer: LocalSigner,
+    sources: Sequence[SourceConfig],
+    *,
+    on_artefact: Callable[[str, str], None] | None = None,
+    on_source: Callable[[RunResult], None] | None = None,
+) -> CollectReport:
+    """Run each source in turn; a failing source does not stop the others."""
+    store = LocalStore.open(loaded.config.store.path, create=True)
+    redactor = Redactor()
+    results: list[RunResult] = []
+
+    def per_source(name: str) -> Callable[[str], None] | None:
+        if on_artefact is None:
+            return None
+        report = on_artefact
+        return lambda artefact: report(name, artefact)
+
+    with store.lock(loaded.config.store.lock_timeout):
+        for src in sources:
+            result = run_source(
+                src,
+                loaded.collector_for(src),
+                loaded.options[src.name],
+                store,
+                signer,
+                agent=agent_name(loaded),
+                base_dir=loaded.base_dir,
+                redactor=redactor,
+                on_artefact=per_source(src.name),
+            )
+            if result.status == "failed":
+                log.error("source %s failed: %s", src.name, result.error)
+            results.append(result)
+            if on_source is not None:
+                on_source(result)
+    return CollectReport(loaded.config.store.path, results)
