@@ -114,3 +114,52 @@ def test_verify_refuses_without_trust_anchor_and_flags_tampering(tmp_path: Path,
     assert r.returncode == 1
     assert r.stdout.startswith("INVALID")
     assert victim is not None and victim in r.stdout
+
+
+def _run_in_pty(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal, as a person at a terminal would."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        os.execve(affidavit_bin(), [affidavit_bin(), *args], {**env, "COLUMNS": "120", "TERM": "xterm"})
+    import select
+    import signal
+    import time
+
+    chunks = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bars_on_a_terminal(tmp_path: Path, clean_env: dict[str, str]) -> None:
+    work = make_repo(tmp_path / "w", {"ai-policy.md": "# AI policy\n"})
+    # at a terminal a first run would ask for the new key's passphrase; give it one
+    clean_env = {**clean_env, "AFFIDAVIT_PASSPHRASE": "a passphrase for this test"}
+    code, screen = _run_in_pty(work, clean_env, "collect")
+    assert code == 0, screen
+    assert "collecting" in screen or "artefacts" in screen  # the live progress line was drawn
+    assert "\x1b[" in screen  # with terminal control sequences
+    assert run(work, clean_env, "export", "--out", "b.tar.gz").returncode == 0
+    code, screen = _run_in_pty(work, clean_env, "verify", "b.tar.gz", "--key", "affidavit.pub.pem")
+    assert code == 0, screen
+    assert "verifying" in screen and "VALID" in screen
+    # and without a terminal, no control sequences reach a log or a pipe
+    r = run(work, clean_env, "collect")
+    assert r.returncode == 0 and "\x1b[" not in r.stdout + r.stderr
