@@ -23,8 +23,10 @@ from affidavit.collectors.base import (
     CollectorOptions,
     Evidence,
     Redaction,
+    Seen,
     canonical_json,
 )
+from affidavit.config.durations import parse_duration
 from affidavit.collectors.redact import Redactor
 from affidavit.config.models import SourceConfig
 from affidavit.errors import AffidavitError, CollectorError
@@ -71,6 +73,10 @@ class RunResult:
         }
 
 
+def _expiry(a: ArtefactRecord) -> datetime | None:
+    return a.collected_at + parse_duration(a.ttl) if a.ttl else None
+
+
 def new_run_id(source: str, now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{source}-{secrets.token_hex(4)}"
 
@@ -111,12 +117,7 @@ def run_source(
     started = clock()
     run_id = new_run_id(source.name, started)
     ttl: timedelta = source.ttl or collector.default_ttl
-    previous: dict[str, str] = {}
-    last: RunRecord | None = None
-    for past in store.runs(source=source.name):
-        last = past
-    if last is not None:
-        previous = {a.name: a.digest for a in store.artefacts(run_id=last.run_id)}
+    previous = {name: Seen(a.digest, a.collected_at, _expiry(a)) for name, a in store.latest(source.name).items()}
     ctx = CollectContext(
         source_name=source.name, options=options, controls=tuple(source.controls), now=started,
         base_dir=base_dir, previous=previous, logger=logging.getLogger(f"affidavit.collectors.{source.type}"),

@@ -91,6 +91,15 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class Seen:
+    """An artefact an earlier run of the same source stored (the agent fills these in)."""
+
+    digest: str  # lowercase hex SHA-256 of the stored (redacted) bytes
+    collected_at: datetime
+    expires_at: datetime | None  # collected_at + TTL: re-attest before this
+
+
 class CollectorOptions(BaseModel):
     """Base for a collector's type-specific source options (unknown keys refused)."""
 
@@ -106,7 +115,8 @@ class CollectContext:
     controls: tuple[str, ...]  # extra controls the config maps this source's evidence to
     now: datetime  # timezone-aware UTC start of the run
     base_dir: Path  # the config file's directory (relative paths already resolved)
-    previous: Mapping[str, str] = field(default_factory=dict)  # name -> digest seen by the last good run
+    # name -> what this source's earlier runs last stored under that name: the incremental baseline
+    previous: Mapping[str, Seen] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("affidavit.collectors"))
 
 

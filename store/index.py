@@ -305,6 +305,22 @@ class Index:
         for row in rows:
             yield _artefact_record(row)
 
+    def latest(self, source: str) -> dict[str, ArtefactRecord]:
+        """For one source, the newest indexed artefact of each name (what the last runs saw)."""
+        sql = (
+            "SELECT * FROM (SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.name "
+            "ORDER BY r.started_us DESC, r.run_id DESC, a.seq DESC) AS newest "
+            "FROM artefacts a JOIN runs r ON r.run_id = a.run_id WHERE r.source = ?) WHERE newest = 1"
+        )
+        with self._write, self._translate():
+            rows = self.db.query(sql, [source])
+        out: dict[str, ArtefactRecord] = {}
+        for row in rows:
+            row.pop("newest")
+            rec = _artefact_record(row)
+            out[rec.name] = rec
+        return out
+
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, sorted: two indexes hold the same data iff snapshots are equal."""
         out: dict[str, list[tuple[Any, ...]]] = {}

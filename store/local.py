@@ -286,6 +286,10 @@ class LocalStore:
         """Indexed artefacts, in run order (oldest run first) then in their run's order."""
         return self._idx().artefacts(run_id=run_id, control=control, name=name)
 
+    def latest(self, source: str) -> dict[str, ArtefactRecord]:
+        """The newest artefact of each name that a source's runs stored (the incremental baseline)."""
+        return self._idx().latest(source)
+
     def read_attestation(self, path: Path) -> Attestation:
         """Load one ``*.dsse.json``; StoreError naming the file when it is malformed."""
         try:

@@ -799,3 +799,17 @@ def test_fsck_streams_blobs(store: LocalStore) -> None:
         tracemalloc.stop()
     assert [p.severity for p in problems] == ["warning"]
     assert peak < 8 << 20
+
+
+def test_latest_is_the_newest_artefact_of_each_name_per_source(store: LocalStore, signer: LocalSigner) -> None:
+    commit_run(store, signer, "r1", {"a.md": b"a1", "b.md": b"b1"}, started=T0)
+    commit_run(store, signer, "r2", {"a.md": b"a2"}, started=T0 + timedelta(hours=1))
+    commit_run(store, signer, "r3", {"a.md": b"other source"}, started=T0 + timedelta(hours=2), source="other")
+    latest = store.latest("ai-policies")
+    assert {n: a.digest for n, a in latest.items()} == {
+        "a.md": hashlib.sha256(b"a2").hexdigest(),
+        "b.md": hashlib.sha256(b"b1").hexdigest(),
+    }
+    assert latest["a.md"].run_id == "r2" and latest["b.md"].run_id == "r1"
+    assert store.latest("other")["a.md"].run_id == "r3"
+    assert store.latest("nobody") == {}
