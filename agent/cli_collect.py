@@ -145,6 +145,32 @@ def check(app: App, sources: tuple[str, ...], as_json: bool) -> None:
 
 
 @click.command()
+@click.option("--health-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Rewritten after every run: per source the last run, status, error, next run "
+                   "(default: affidavit-health.json beside the config).")
+@pass_app
+def daemon(app: App, health_file: Path | None) -> None:
+    """Run every source on its schedule until SIGTERM (for systemd or a container).
+
+    Each source runs once at start, then on its `schedule` ("every 1h" or a
+    cron expression, UTC). A failing run is logged and retried at its next
+    time; it never stops the daemon or the other sources. The key passphrase
+    must come from AFFIDAVIT_PASSPHRASE or a passphrase file.
+    """
+    from affidavit.agent.daemon import Daemon
+    from affidavit.agent.keyring import load_signer
+
+    loaded = app.load()
+    if not loaded.config.sources:
+        raise click.UsageError(f"{loaded.path} has no sources; add one under `sources:`")
+    sc = loaded.config.signing
+    signer = load_signer(sc.key, sc.passphrase_file, app.env, None)
+    health = health_file or loaded.base_dir / "affidavit-health.json"
+    click.echo(f"affidavit daemon: {len(loaded.config.sources)} source(s); health in {health}", err=True)
+    Daemon(loaded, signer, app.cwd / health).run()
+
+
+@click.command()
 def schema() -> None:
     """Print the JSON Schema of affidavit.yaml (for editors and CI linting)."""
     from affidavit.config.models import Config
@@ -152,4 +178,4 @@ def schema() -> None:
     click.echo(json.dumps(Config.model_json_schema(), indent=2, sort_keys=True))
 
 
-COMMANDS = [init, collect, check, schema]
+COMMANDS = [init, collect, check, daemon, schema]
