@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import sys
+import io
+import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from affidavit.agent.cli import App, emit_json
 
 pass_app = click.make_pass_decorator(App)
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "html", "oscal", "ocsf")
 
 
 def _library(app: App, *, required: bool = False) -> tuple[Any, Any]:
@@ -79,17 +82,23 @@ def _list_library(lib: Any, as_json: bool) -> None:
 
 @click.command("coverage")
 @click.option("--framework", "framework", metavar="F", help="One framework (default: a summary of all).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="html: one self-contained page; oscal: OSCAL Assessment Results for one --framework; "
+                   "ocsf: OCSF Compliance Finding (class 2003) JSON lines.")
 @click.option("--period", metavar="FROM..TO", help="Audit period (UTC dates or times): also list uncovered intervals.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write to FILE (default: standard output).")
 @pass_app
-def coverage(app: App, framework: str | None, fmt: str, period: str | None) -> None:
+def coverage(app: App, framework: str | None, fmt: str, period: str | None, out: Path | None) -> None:
     """Per requirement: status, evidence count, newest evidence and the common controls behind it."""
     from affidavit.agent.coverage import compute_coverage
     from affidavit.agent.coverage_period import parse_period
-    from affidavit.agent.coverage_report import CSV_FIELDS, coverage_json, csv_rows, framework_table, summary_table
     from affidavit.agent.soa import load_soa
+    from affidavit.errors import UsageError
     from affidavit.store.local import LocalStore
 
+    if fmt == "oscal" and framework is None:
+        raise UsageError("--format oscal writes the Assessment Results of one framework",
+                         hint="add --framework F, e.g. --framework iso42001")
     lib, loaded = _library(app, required=True)
     if framework is not None:
         lib.framework(framework)
@@ -100,25 +109,68 @@ def coverage(app: App, framework: str | None, fmt: str, period: str | None) -> N
     try:
         cov = compute_coverage(lib, store.index_path, [framework] if framework else None,
                                now=datetime.now(UTC), soas=soas, period=span)
+        text = _export(fmt, cov, lib, store.index_path) if fmt in ("html", "oscal", "ocsf") else None
     finally:
         store.close()
     unknown = sorted(c for c, cc in cov.controls.items() if cc.evidence_count and lib.common_control_or_none(c) is None)
     if unknown:
         click.echo(f"note: evidence maps to control(s) the library does not define, which count for nothing: "
                    f"{', '.join(unknown)} (see `affidavit controls`)", err=True)
+    if text is None:
+        text = _text(fmt, cov, framework is None, span is not None)
+    _write(app, out, text)
+
+
+def _text(fmt: str, cov: Any, summary: bool, period: bool) -> str:
+    from affidavit.agent.coverage_report import CSV_FIELDS, coverage_json, csv_rows, framework_table, summary_table
+
     if fmt == "json":
-        emit_json(coverage_json(cov))
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+        return json.dumps(coverage_json(cov), indent=2, sort_keys=True, default=str) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_rows(cov))
-    elif framework is None:
-        for line in summary_table(cov):
-            click.echo(line)
+        return buf.getvalue()
+    if summary:
         click.echo("per requirement: affidavit coverage --framework F", err=True)
-    else:
-        for line in framework_table(cov.frameworks[0], period=span is not None):
-            click.echo(line)
+        return "\n".join(summary_table(cov)) + "\n"
+    return "\n".join(framework_table(cov.frameworks[0], period=period)) + "\n"
+
+
+def _export(fmt: str, cov: Any, lib: Any, index_path: Path) -> str:
+    """html, oscal or ocsf: these cite each artefact with its signing run, read from the store index."""
+    from affidavit.agent.report_html import cited_evidence, evidence_details, render_html, report_controls
+
+    details = evidence_details(index_path, cited_evidence(report_controls(cov)).values())
+    if fmt == "html":
+        return render_html(cov, details)
+    if fmt == "oscal":
+        from affidavit.agent.report_oscal import assessment_results, oscal_json
+
+        return oscal_json(assessment_results(cov, details, library=lib))
+    from affidavit.agent.report_ocsf import ocsf_lines
+
+    return ocsf_lines(cov, details)
+
+
+def _write(app: App, out: Path | None, text: str) -> None:
+    """Standard output, or ``out`` written whole (a temporary file renamed into place)."""
+    from affidavit.errors import UsageError
+
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    path = app.cwd / out
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {e.strerror}", hint="choose a writable --out path") from None
+    click.echo(f"wrote {path}", err=True)
 
 
 @click.group("soa")

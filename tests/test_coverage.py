@@ -249,12 +249,12 @@ def test_ttl_index_fast_path_matches_the_scan(store: LocalStore, lib: ControlLib
         add_run(store, art(f"x{i % 4}.json", [LOGGING, "common:CC-PROD-MONITORING"],
                            [finding(LOGGING, ("pass", "fail", "unknown")[i % 3], f"s{i % 5}")], at=at,
                            ttl=("P1D", "PT12H", None, "P1W")[i % 4]))
-    before = coverage_json(coverage(store, lib))
     conn = sqlite3.connect(store.index_path)
-    assert not has_ttl_index(conn)
-    conn.execute("CREATE INDEX artefacts_by_ttl ON artefacts (ttl, collected_at)")
+    assert has_ttl_index(conn)  # the store creates it
+    before = coverage_json(coverage(store, lib))
+    conn.execute("DROP INDEX artefacts_by_ttl")  # an index from before the fast path: the full scan
     conn.commit()
-    assert has_ttl_index(conn)
+    assert not has_ttl_index(conn)
     conn.close()
     assert coverage_json(coverage(store, lib)) == before
     assert before["controls"][LOGGING]["fresh_count"] > 0
