@@ -111,9 +111,9 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from affidavit.agent import cli_collect, cli_store, cli_verify
+    from affidavit.agent import cli_collect, cli_controls, cli_log, cli_store, cli_verify
 
-    for mod in (cli_collect, cli_store, cli_verify):
+    for mod in (cli_collect, cli_store, cli_verify, cli_controls, cli_log):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 

@@ -85,7 +85,7 @@ def collect(app: App, sources: tuple[str, ...], as_json: bool, progress: bool | 
     """
     from affidavit.agent import summary
     from affidavit.agent.runner import collect as run_collect
-    from affidavit.agent.runner import ensure_signer, selected_sources
+    from affidavit.agent.runner import ensure_signer, log_signer_loader, selected_sources
 
     if app.config_path is None and app.load(required=False) is None:
         app.config_path = _first_run_config(app)
@@ -97,8 +97,12 @@ def collect(app: App, sources: tuple[str, ...], as_json: bool, progress: bool | 
     for note in setup.notes:
         click.echo(note, err=True)
     show = sys.stderr.isatty() if progress is None else progress
+    log_notes: list[str] = []
     with summary.CollectProgress(enabled=show and not as_json) as bar:
-        report = run_collect(loaded, setup.signer, chosen, on_artefact=bar.artefact, on_source=bar.source_done)
+        report = run_collect(loaded, setup.signer, chosen, on_artefact=bar.artefact, on_source=bar.source_done,
+                             log_signer=log_signer_loader(loaded, app.env, app.prompt(), log_notes))
+    for note in log_notes:
+        click.echo(note, err=True)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -167,7 +171,7 @@ def daemon(app: App, health_file: Path | None) -> None:
     signer = load_signer(sc.key, sc.passphrase_file, app.env, None)
     health = health_file or loaded.base_dir / "affidavit-health.json"
     click.echo(f"affidavit daemon: {len(loaded.config.sources)} source(s); health in {health}", err=True)
-    Daemon(loaded, signer, app.cwd / health).run()
+    Daemon(loaded, signer, app.cwd / health, app.env).run()
 
 
 @click.command()

@@ -86,6 +86,89 @@ def evidence_show(app: App, ref: str, content: bool, as_json: bool) -> None:
     click.echo(f"{'runs':11} {', '.join(a.run_id for a in matches)}")
 
 
+def _period(text: str | None) -> tuple[datetime | None, datetime | None]:
+    """``FROM..TO`` (ISO dates or times, UTC; either side may be empty)."""
+    if not text:
+        return None, None
+    if ".." not in text:
+        raise click.BadParameter("write FROM..TO, e.g. 2026-01-01..2026-12-31 (either side may be empty)")
+    out: list[datetime | None] = []
+    for part in text.split("..", 1):
+        if not part:
+            out.append(None)
+            continue
+        try:
+            t = datetime.fromisoformat(part.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not an ISO date or time") from None
+        out.append(t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC))
+    if out[0] and out[1] and out[1] <= out[0]:
+        raise click.BadParameter("the effective period ends before it starts")
+    return out[0], out[1]
+
+
+@evidence.command("add")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--control", "controls", multiple=True, required=True, metavar="ID",
+              help="Common control the document evidences, e.g. common:CC-MGMT-REVIEW (repeatable).")
+@click.option("--note", help="Why this document is evidence (signed with it).")
+@click.option("--effective", metavar="FROM..TO", help="The period the document speaks for, e.g. 2026-01-01..2026-12-31.")
+@click.option("--ttl", default="365d", show_default=True, help="How long it counts as fresh.")
+@click.option("--by", "added_by", help="Who adds it (default: user@host).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@pass_app
+def evidence_add(app: App, file: Path, controls: tuple[str, ...], note: str | None, effective: str | None,
+                 ttl: str, added_by: str | None, as_json: bool) -> None:
+    """Sign and store a document a person provides (a signed-off policy, a training record,
+    management review minutes). It counts in coverage like collected evidence."""
+    import dataclasses
+    import difflib
+    import getpass
+    import socket
+
+    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.runner import collect, log_signer_loader
+    from affidavit.collectors.manual import ManualCollector, ManualOptions
+    from affidavit.config.catalog import library_paths, load_library
+    from affidavit.config.durations import parse_duration
+    from affidavit.config.models import SourceConfig
+
+    loaded = app.load()
+    library = load_library(library_paths(loaded.config.controls.extra, loaded.base_dir))
+    known = [c.id for c in library.common_controls()]
+    for c in controls:
+        if library.common_control_or_none(c) is None:
+            close = difflib.get_close_matches(c, known, n=1)
+            raise click.BadParameter(f"{c!r} is not a common control" + (f"; did you mean {close[0]!r}?" if close
+                                     else " (see `affidavit controls`)"), param_hint="--control")
+    start, end = _period(effective)
+    try:
+        ttl_delta = parse_duration(ttl)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--ttl") from None
+    options = ManualOptions(file=(app.cwd / file).resolve(), controls=controls,
+                            added_by=added_by or f"{getpass.getuser()}@{socket.gethostname()}", note=note,
+                            effective_from=start, effective_to=end, ttl=ttl_delta)
+    source = SourceConfig(name="manual", type="manual")
+    manual = dataclasses.replace(loaded, collectors={**loaded.collectors, "manual": ManualCollector},
+                                 options={**loaded.options, "manual": options})
+    sc = loaded.config.signing
+    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+    notes: list[str] = []
+    report = collect(manual, signer, [source], log_signer=log_signer_loader(loaded, app.env, app.prompt(), notes))
+    for note in notes:
+        click.echo(note, err=True)
+    result = report.results[0]
+    if as_json:
+        emit_json(report.to_json())
+    elif result.status == "signed":
+        doc = result.artefacts[0]
+        click.echo(f"signed {doc.name} (sha256:{doc.digest[:12]}…) for {', '.join(controls)} in run {result.run_id}")
+    else:
+        click.echo(f"error: {result.error}", err=True)
+    click.get_current_context().exit(report.exit_code)
+
+
 @click.group("store")
 def store_group() -> None:
     """Maintain the local store."""
@@ -172,15 +255,19 @@ def export(app: App, out: Path, since: datetime | None, controls: tuple[str, ...
 
     loaded = app.load()
     store = LocalStore.open(loaded.config.store.path, create=False)
+    from affidavit.config.catalog import library_paths, load_library
+
+    library = load_library(library_paths(loaded.config.controls.extra, loaded.base_dir))
     sc = loaded.config.signing
     signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
     summary = export_bundle(
         store, signer, app.cwd / out, agent=agent_name(loaded), now=datetime.now(UTC),
         since=since.replace(tzinfo=UTC) if since else None, controls=list(controls),
-        progress=sys.stderr.isatty(),
+        library_files=[(f.bundle_path, f.data) for f in library.files],
     )
+    logged = f"; runs proved against log checkpoint {summary.log_size}" if summary.log_size else ""
     click.echo(f"wrote {summary.path}: {summary.runs} run(s), {summary.artefacts} artefact(s), "
-               f"{summary.members} members, signed by keyid {signer.keyid[:16]}…")
+               f"{summary.members} members, signed by keyid {signer.keyid[:16]}…{logged}")
 
 
 COMMANDS = [evidence, store_group, keys, export]

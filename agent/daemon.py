@@ -15,14 +15,14 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from affidavit.agent.runner import collect
+from affidavit.agent.runner import collect, log_signer_loader
 from affidavit.config.durations import parse_duration
 from affidavit.config.loader import LoadedConfig
 from affidavit.config.models import SourceConfig
@@ -65,13 +65,15 @@ class Health:
 
 class Daemon:
     def __init__(self, loaded: LoadedConfig, signer: LocalSigner, health_file: Path | None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 env: Mapping[str, str], clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         self.loaded = loaded
         self.signer = signer
         self.clock = clock
+        self.log_notes: list[str] = []
+        self.log_signer = log_signer_loader(loaded, env, None, self.log_notes)
         self.health = Health(health_file, clock())
         self.scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
         for src in loaded.config.sources:
@@ -85,7 +87,9 @@ class Daemon:
     def run_source(self, src: SourceConfig) -> None:
         started = self.clock()
         try:
-            report = collect(self.loaded, self.signer, [src])
+            report = collect(self.loaded, self.signer, [src], log_signer=self.log_signer)
+            while self.log_notes:
+                log.warning("%s", self.log_notes.pop(0))
             result = report.results[0]
             status, error, run_id = result.status, result.error, result.run_id
         except AffidavitError as e:  # the store is busy or unreadable: retry at the next interval

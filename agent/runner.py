@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from affidavit import __version__
 from affidavit.agent.keyring import Prompt, create_key, load_signer
-from affidavit.agent.pipeline import RunResult, run_source
+from affidavit.agent.pipeline import RunResult, ensure_log_signer, open_run_log, run_source
 from affidavit.collectors.redact import Redactor
 from affidavit.config.loader import LoadedConfig
 from affidavit.config.models import SourceConfig
@@ -64,15 +65,35 @@ class CollectReport:
         return {"store": str(self.store), "ok": self.exit_code == 0, "runs": [r.to_json() for r in self.results]}
 
 
+def log_signer_loader(loaded: LoadedConfig, env: Mapping[str, str], prompt: Prompt | None,
+                      notes: list[str]) -> Callable[[], LocalSigner]:
+    """Loads (or on first use creates) the transparency log key when called; notes for the user go to ``notes``.
+
+    A callable, so the key is touched only once the store is open and locked:
+    a collection that fails before that writes nothing.
+    """
+    def load() -> LocalSigner:
+        signer, new_notes = ensure_log_signer(loaded.config.signing, loaded.base_dir, env, prompt)
+        notes.extend(new_notes)
+        return signer
+
+    return load
+
+
 def collect(
     loaded: LoadedConfig,
     signer: LocalSigner,
     sources: Sequence[SourceConfig],
     *,
+    log_signer: Callable[[], LocalSigner],
     on_artefact: Callable[[str, str], None] | None = None,
     on_source: Callable[[RunResult], None] | None = None,
 ) -> CollectReport:
-    """Run each source in turn; a failing source does not stop the others."""
+    """Run each source in turn; a failing source does not stop the others.
+
+    Every signed run is appended to the store's transparency log (opened under
+    the store lock with the log key ``log_signer`` returns).
+    """
     store = LocalStore.open(loaded.config.store.path, create=True)
     redactor = Redactor()
     results: list[RunResult] = []
@@ -83,7 +104,10 @@ def collect(
         report = on_artefact
         return lambda artefact: report(name, artefact)
 
-    with store.lock(loaded.config.store.lock_timeout):
+    with store.lock(loaded.config.store.lock_timeout), contextlib.ExitStack() as stack:
+        tlog = open_run_log(store, loaded.config.signing, log_signer(), agent=loaded.config.agent,
+                            run_keys={signer.keyid: signer.public_key})
+        stack.callback(tlog.close)
         for src in sources:
             result = run_source(
                 src,
@@ -95,6 +119,7 @@ def collect(
                 base_dir=loaded.base_dir,
                 redactor=redactor,
                 on_artefact=per_source(src.name),
+                tlog=tlog,
             )
             if result.status == "failed":
                 log.error("source %s failed: %s", src.name, result.error)

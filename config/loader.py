@@ -224,7 +224,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
     store = config.store.model_copy(update={"path": r(config.store.path)})
     signing = config.signing.model_copy(
-        update={"key": r(config.signing.key), "passphrase_file": r(config.signing.passphrase_file)}
+        update={"key": r(config.signing.key), "passphrase_file": r(config.signing.passphrase_file),
+                "log_key": r(config.signing.log_key)}
     )
     controls = config.controls.model_copy(update={"soa": r(config.controls.soa)})
     return config.model_copy(update={"store": store, "signing": signing, "controls": controls})

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from affidavit.config.durations import check_schedule, parse_duration
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+LOG_ORIGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}$")  # = signing.tlog_note.ORIGIN_RE
 CONTROL_ID = re.compile(r"^[a-z0-9][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9._()-]*$")
 
 
@@ -37,6 +38,26 @@ class SigningConfig(_Model):
     passphrase_file: Path | None = Field(None, description="file holding the key passphrase (mode 0600)")
     algorithm: Literal["ecdsa-p256", "ed25519"] = Field("ecdsa-p256", description="algorithm for new keys")
     tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority (not yet supported)")
+    log_key: Path = Field(
+        Path("affidavit-log.key.pem"),
+        description="the transparency log's own ECDSA P-256 key (encrypted PKCS#8, same passphrase as key); "
+        "created on the first collection",
+    )
+    log_origin: str | None = Field(
+        None,
+        description="the log's name in its checkpoints, e.g. affidavit.example.org/prod "
+        "(default: affidavit.local/<agent name or host name>); fixed when the log starts",
+    )
+
+    @field_validator("log_origin")
+    @classmethod
+    def _log_origin(cls, v: str | None) -> str | None:
+        if v is not None and not LOG_ORIGIN.match(v):
+            raise ValueError(
+                f"{v!r} is not a log origin: use letters, digits and . _ / : - (at most 200), "
+                "starting with a letter or digit, e.g. affidavit.example.org/prod"
+            )
+        return v
 
     @field_validator("tsa_url")
     @classmethod

@@ -80,6 +80,8 @@ def is_metadata(name: str) -> bool:
     """Members whose bytes the verifier reads (everything else is only hashed)."""
     if name.startswith("artefacts/"):
         return False
+    if name.startswith("log/"):  # the checkpoint and the leaf hashes (32 bytes a run)
+        return True
     return name in _METADATA_NAMES or name.endswith(_METADATA_SUFFIXES)
 
 

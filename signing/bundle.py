@@ -2,7 +2,9 @@
 
 Members sit at the archive's top level, in this order: ``manifest.json``,
 ``README.md``, ``keys/<keyid>.pub.pem``, ``runs/<run_id>.{dsse.json,sigstore.json,
-payload.json,sig}``, extra members (control catalogs), ``artefacts/sha256/<hex>``,
+payload.json,sig}``, the transparency log's material (``log/checkpoint``, the latest
+signed checkpoint; ``log/leaves.bin``, the leaf hashes up to it; ``trusted_root.json``
+naming the log key), extra members (control catalogs), ``artefacts/sha256/<hex>``,
 ``SHA256SUMS``, then the bundle statement (``bundle.payload.json``, ``bundle.sig``,
 ``bundle.dsse.json``) whose subjects are every other member, so nothing is unsigned.
 The same input gives byte-identical output (given a deterministic signature scheme).
@@ -45,10 +47,15 @@ BUNDLE_FILES = (BUNDLE_PAYLOAD, BUNDLE_SIG, BUNDLE_DSSE)
 ARTEFACT_PREFIX = "artefacts/sha256/"
 KEYS_PREFIX = "keys/"
 RUNS_PREFIX = "runs/"
+LOG_PREFIX = "log/"
+LOG_CHECKPOINT = "log/checkpoint"
+LOG_LEAVES = "log/leaves.bin"
+TRUSTED_ROOT = "trusted_root.json"
+LOG_FILES = (LOG_CHECKPOINT, LOG_LEAVES, TRUSTED_ROOT)
 RUN_SUFFIXES: dict[str, str] = {
     "dsse": ".dsse.json", "sigstore": ".sigstore.json", "payload": ".payload.json", "sig": ".sig"}
 RunPart = Literal["dsse", "sigstore", "payload", "sig"]
-RESERVED_PREFIXES = (ARTEFACT_PREFIX.split("/")[0] + "/", KEYS_PREFIX, RUNS_PREFIX)
+RESERVED_PREFIXES = (ARTEFACT_PREFIX.split("/")[0] + "/", KEYS_PREFIX, RUNS_PREFIX, LOG_PREFIX)
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@-]{0,199}$")
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*$")
 
@@ -75,7 +82,7 @@ def is_extra_name(name: str) -> bool:
     parts = name.split("/")
     if not all(_SAFE_COMPONENT.match(p) for p in parts):
         return False
-    if name in (MANIFEST, README, SUMS, *BUNDLE_FILES):
+    if name in (MANIFEST, README, SUMS, TRUSTED_ROOT, *BUNDLE_FILES):
         return False
     return not any(name.startswith(p) for p in RESERVED_PREFIXES)
 
@@ -87,6 +94,16 @@ class RunAttestation:
     run_id: str
     dsse: dict[str, Any]
     sigstore: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LogMaterial:
+    """The transparency log as a bundle carries it (every run's tlogEntries prove against ``checkpoint``)."""
+
+    checkpoint: str  # the signed note
+    leaves: bytes  # the leaf hashes up to the checkpoint, 32 bytes each
+    trusted_root: dict[str, Any]  # trusted_root.json
+    manifest: dict[str, Any]  # the manifest's "log" section: origin, log_id, tree_size, root_hash
 
 
 @dataclass(frozen=True)
@@ -262,8 +279,12 @@ def write_bundle(
     created: datetime,
     extra: Sequence[tuple[str, bytes]] = (),
     progress: Callable[[int], None] | None = None,
+    log: LogMaterial | None = None,
 ) -> BundleSummary:
     """Write an auditor bundle to ``out`` (.tar.gz/.tgz, .tar, or a directory).
+
+    With ``log``, the bundle carries the transparency log's checkpoint, leaf
+    hashes and trusted root; the runs' Sigstore bundles carry their entries.
 
     ``open_blob(hex)`` opens one artefact by its SHA-256; each blob is streamed
     and re-hashed, and a mismatch with its run statement raises StoreError with
@@ -298,6 +319,7 @@ def write_bundle(
         "artefacts": manifest_artefacts(records),
         "keys": sorted(keys),
         "extra": [n for n, _ in extras],
+        "log": log.manifest if log is not None else None,
     }
     small: list[tuple[str, bytes]] = [
         (MANIFEST, json_bytes(manifest)),
@@ -312,6 +334,9 @@ def write_bundle(
             (run_member(r.run_id, "payload"), r.payload),
             (run_member(r.run_id, "sig"), r.sig),
         ]
+    if log is not None:
+        small += [(LOG_CHECKPOINT, log.checkpoint.encode("utf-8")), (LOG_LEAVES, log.leaves),
+                  (TRUSTED_ROOT, json_bytes(log.trusted_root))]
     small += extras
     sink = open_sink(out, created)
     try:

@@ -1,9 +1,10 @@
 """Offline verification of an auditor bundle, with a per-artefact report.
 
 The trust anchor is the auditor's ``keys`` (keyid -> public key) only; the
-bundle's own keys/ are never trusted. Every problem becomes a :class:`Failure`
-naming the member; only unreadable input (InputError) and a missing trust
-anchor (UsageError) raise.
+bundle's own keys/ are never trusted, nor its trusted_root.json: the
+transparency log is checked against the auditor's ``log_key`` (see verify_log).
+Every problem becomes a :class:`Failure` naming the member; only unreadable
+input (InputError) and a missing trust anchor (UsageError) raise.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from affidavit.signing.bundle import (
     FORMAT,
     FORMAT_VERSION,
     KEYS_PREFIX,
+    LOG_FILES,
     MANIFEST,
     README,
     RUN_ID_RE,
@@ -42,7 +43,7 @@ from affidavit.signing.bundle import (
 )
 from affidavit.signing.dsse import PAYLOAD_TYPE, Envelope, EnvelopeFormatError, parse_envelope, verified_keyids
 from affidavit.signing.keys import PublicKey, keyid_of, load_public_key_pem
-from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_statement, utc_iso
+from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_statement
 from affidavit.signing.sigstore import SigstoreFormatError, envelope_of
 from affidavit.signing.statement import (
     BUNDLE_PREDICATE,
@@ -51,82 +52,15 @@ from affidavit.signing.statement import (
     parse_statement,
     subject_digests,
 )
+from affidavit.signing.tlog_entry import MAX_PROOF_HASHES
+from affidavit.signing.verify_log import BundleSource, LogCheck
+from affidavit.signing.verify_report import ArtefactResult, LogReport, RunSummary, VerifyReport
 from affidavit.store.base import RunRecord
 
-__all__ = ["ArtefactResult", "Failure", "RunSummary", "VerifyReport", "verify_bundle"]
+__all__ = ["ArtefactResult", "Failure", "LogReport", "RunSummary", "VerifyReport", "verify_bundle"]
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 _KEY_NAME = re.compile(r"^keys/([0-9a-f]{64})\.pub\.pem$")
 _RUN_PARTS: tuple[RunPart, ...] = ("dsse", "sigstore", "payload", "sig")
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: str
-    source: str
-    source_type: str
-    started: datetime
-    finished: datetime
-    keyid: str
-    artefacts: int
-    verified: bool  # signed by a trusted key, and its members intact
-
-    def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "source": self.source, "source_type": self.source_type,
-                "started": utc_iso(self.started), "finished": utc_iso(self.finished), "keyid": self.keyid,
-                "artefacts": self.artefacts, "verified": self.verified}
-
-
-@dataclass(frozen=True)
-class ArtefactResult:
-    name: str
-    digest: str  # "sha256:<hex>"
-    run_id: str
-    controls: tuple[str, ...]
-    ok: bool  # its run verified and the file is present and intact
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "run_id": self.run_id, "controls": list(self.controls),
-                "ok": self.ok}
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    valid: bool
-    bundle: Path
-    failures: tuple[Failure, ...]
-    signer_keyids: tuple[str, ...]  # trusted keys whose signature on the bundle statement verified
-    runs: tuple[RunSummary, ...]
-    artefacts: tuple[ArtefactResult, ...]
-    created: str | None = None  # from the bundle statement (as the exporter claims it)
-    agent: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "valid": self.valid,
-            "bundle": str(self.bundle),
-            "created": self.created,
-            "agent": self.agent,
-            "signer_keyids": list(self.signer_keyids),
-            "runs": [r.to_json() for r in self.runs],
-            "artefacts": [a.to_json() for a in self.artefacts],
-            "failures": [f.to_json() for f in self.failures],
-        }
-
-    def summary_lines(self) -> list[str]:
-        """The human report: the verdict, one line per artefact, then every failure."""
-        signers = ", ".join(self.signer_keyids) if self.signer_keyids else "no trusted key"
-        lines = [
-            f"{'VALID' if self.valid else 'INVALID'}: {self.bundle} ({len(self.runs)} run(s), "
-            f"{len(self.artefacts)} artefact(s); bundle signed by {signers})"
-        ]
-        for a in self.artefacts:
-            controls = f"  controls: {', '.join(a.controls)}" if a.controls else ""
-            verdict = "ok     " if a.ok else "INVALID"
-            lines.append(f"  {verdict}  {a.name}  {a.digest[:19]}…  run {a.run_id}{controls}")
-        if self.failures:
-            lines.append(f"{len(self.failures)} problem(s):")
-            lines.extend(f"  {f.member}: {f.reason}" for f in self.failures)
-        return lines
 
 
 @dataclass
@@ -134,6 +68,7 @@ class _RunState:
     run_id: str
     record: RunRecord | None = None
     signed: bool = False
+    log_index: int | None = None
 
 
 class _Verifier:
@@ -141,6 +76,7 @@ class _Verifier:
         self.members = members
         self.failures = failures
         self.keys = keys
+        self.log: LogCheck | None = None
         self.once: set[tuple[str, str]] = set()
         self.signers: list[str] = []
         self.bundle_predicate: dict[str, Any] | None = None
@@ -291,7 +227,9 @@ class _Verifier:
         env, good = self.envelope(dsse_name, obj)
         if env is None:
             return
-        hint = self.check_sigstore(state.run_id, obj, env)
+        hint, sigstore = self.check_sigstore(state.run_id, obj, env)
+        if hint is not None and self.log is not None and isinstance(obj, dict):
+            state.log_index = self.log.check_run(state.run_id, sigstore, obj, env, hint)
         sig = next((s for k, s in env.signatures if k == hint), env.signatures[0][1])
         self.same_bytes(run_member(state.run_id, "payload"), env.payload, "payload")
         self.same_bytes(run_member(state.run_id, "sig"), sig, "signature")
@@ -318,22 +256,23 @@ class _Verifier:
             if m is not None and m.size != a.size and HEX64_RE.match(a.digest):
                 self.fail(artefact_member(a.digest), f"size mismatch ({who} says {a.size} bytes, file has {m.size})")
 
-    def check_sigstore(self, run_id: str, dsse: Any, env: Envelope) -> str | None:
+    def check_sigstore(self, run_id: str, dsse: Any, env: Envelope) -> tuple[str | None, Any]:
+        """(the Sigstore bundle's key hint, the bundle) of a run; (None, ...) when unusable."""
         name = run_member(run_id, "sigstore")
         obj = self.json(name, "the run's Sigstore bundle")
         if obj is None:
-            return None
+            return None, None
         try:
             wrapped, hint = envelope_of(obj)
         except SigstoreFormatError as e:
             self.fail(name, str(e))
-            return None
+            return None, obj
         if wrapped != dsse:
             self.fail(name, f"does not wrap the same envelope as {run_member(run_id, 'dsse')}")
         if hint not in [k for k, _ in env.signatures]:
             self.fail(name, f"key hint {hint} is not the keyid of any signature in the envelope")
-            return None
-        return hint
+            return None, obj
+        return hint, obj
 
     def check_keys(self) -> None:
         for name, m in self.members.items():
@@ -377,7 +316,7 @@ class _Verifier:
         keys = sorted(m[len(KEYS_PREFIX):-len(".pub.pem")] for m in self.members if _KEY_NAME.match(m))
         if obj.get("keys") != keys:
             self.fail(MANIFEST, f"keys is {obj.get('keys')!r}, the bundle holds {keys!r}")
-        standard = (MANIFEST, README, SUMS, *BUNDLE_FILES)
+        standard = (MANIFEST, README, SUMS, *BUNDLE_FILES, *LOG_FILES)
         folders = ("artefacts/", KEYS_PREFIX, RUNS_PREFIX)
         extra = sorted(m for m in self.members if m not in standard and not m.startswith(folders))
         if not isinstance(obj.get("extra"), list) or sorted(map(str, obj["extra"])) != extra:
@@ -411,6 +350,7 @@ class _Verifier:
 
     # -- the report -------------------------------------------------------------
     def report(self, path: Path) -> VerifyReport:
+        log = self.log.report() if self.log is not None else LogReport("failed")
         bad = {f.member for f in self.failures}
         runs: list[RunSummary] = []
         artefacts: list[ArtefactResult] = []
@@ -421,7 +361,7 @@ class _Verifier:
             r = s.record
             ok = s.signed and not any(run_member(run_id, p) in bad for p in _RUN_PARTS)
             runs.append(RunSummary(r.run_id, r.source, r.source_type, r.started, r.finished, r.keyid,
-                                   len(r.artefacts), ok))
+                                   len(r.artefacts), ok, s.log_index))
             for a in r.artefacts:
                 member = artefact_member(a.digest)
                 intact = member in self.members and member not in bad
@@ -430,7 +370,7 @@ class _Verifier:
         created, agent = pred.get("created"), pred.get("agent")
         return VerifyReport(not self.failures, path, tuple(self.failures), tuple(self.signers), tuple(runs),
                             tuple(artefacts), created if isinstance(created, str) else None,
-                            agent if isinstance(agent, str) else None)
+                            agent if isinstance(agent, str) else None, log)
 
 
 def verify_bundle(
@@ -439,19 +379,31 @@ def verify_bundle(
     *,
     progress: Callable[[int], None] | None = None,
     limits: ReadLimits = ReadLimits(),
+    log_key: PublicKey | None = None,
+    checkpoint: str | None = None,
+    max_proof_hashes: int = MAX_PROOF_HASHES,
 ) -> VerifyReport:
     """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trusted keys.
 
-    ``progress`` receives the bytes read (increments). Raises UsageError with no
-    trust anchor and InputError when ``path`` is not a readable bundle; every
-    other problem is a Failure in the report.
+    ``log_key`` is the transparency log's public key (without it the log is
+    reported "not checked"); ``checkpoint`` an older signed checkpoint of that
+    log the auditor kept, which the bundle's log must extend. ``progress``
+    receives the bytes read (increments). Raises UsageError with no trust
+    anchor, or a checkpoint without a log key, and InputError when ``path`` is
+    not a readable bundle; every other problem is a Failure in the report.
     """
     if not keys:
         raise UsageError("no trust anchor: pass --key PEM or --trust FILE")
+    if checkpoint is not None and log_key is None:
+        raise UsageError("--checkpoint needs --log-key: a checkpoint is only worth its log's signature",
+                         hint="pass the log's public key (`affidavit-log.pub.pem`) with --log-key")
     contents = read_bundle(path, limits=limits, progress=progress)
     v = _Verifier(contents.members, list(contents.failures), keys)
+    v.log = LogCheck(contents.members, v.fail, BundleSource(contents.source, contents.kind, limits.max_metadata_bytes),
+                     log_key, checkpoint, max_proof_hashes)
     v.check_bundle_statement()
     v.check_sums()
+    v.log.check_material()
     v.check_runs()
     v.check_keys()
     v.check_manifest()

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS artefacts (
 );
 CREATE INDEX IF NOT EXISTS artefacts_by_digest ON artefacts (digest);
 CREATE INDEX IF NOT EXISTS artefacts_by_name ON artefacts (name);
+CREATE INDEX IF NOT EXISTS artefacts_by_ttl ON artefacts (ttl, collected_at);
 CREATE TABLE IF NOT EXISTS artefact_controls (
     run_id TEXT NOT NULL REFERENCES runs (run_id),
     digest TEXT NOT NULL,
@@ -223,6 +224,8 @@ class Index:
                 raise StoreError(
                     f"the store index {path} has an unknown layout (format {version})", hint=REINDEX_HINT
                 )
+            else:  # an index written by an earlier release gains the indexes added since
+                db.execute("CREATE INDEX IF NOT EXISTS artefacts_by_ttl ON artefacts (ttl, collected_at)")
             if wal:
                 db.enable_wal()
         except sqlite3.DatabaseError as e:

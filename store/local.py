@@ -365,6 +365,9 @@ class LocalStore:
         keys = {keyid_of(k): k for k in trusted_keys}
         attestations = self._fsck_attestations(problems, keys, blobs)
         self._fsck_index(problems, [a.run for a in attestations])
+        from affidavit.store.tlog_fsck import fsck_log
+
+        problems += fsck_log(self.root, {a.run.run_id: a.document for a in attestations})
         referenced = {digest for a in attestations for _, digest in a.subjects}
         for digest in sorted(set(blobs) - referenced):
             problems.append(

@@ -63,6 +63,11 @@ def test_first_run_collect_export_verify(tmp_path: Path, clean_env: dict[str, st
     assert {"files/ai-governance-docs/docs/ai-policy.md", "git/repo-history/commits.json",
             "git/repo-history/CODEOWNERS"} <= names
 
+    # the control catalogs and mappings in force travel in the bundle, signed like every member
+    with tarfile.open(work / "audit.tar.gz") as tf:
+        members = set(tf.getnames())
+    assert {"controls/builtin/common.yaml", "controls/builtin/iso42001.yaml"} <= members
+
     # the planted secret reached neither the store, nor the bundle, nor any output
     everything = b"".join(p.read_bytes() for p in (work / "affidavit-store").rglob("*") if p.is_file())
     with tarfile.open(work / "audit.tar.gz") as tf:

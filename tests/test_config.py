@@ -72,7 +72,7 @@ def test_malformed_yaml_names_line_and_column(tmp_path: Path) -> None:
 def test_unknown_source_type_lists_installed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "sources:\n  - name: x\n    type: nosuch\n"), cwd=tmp_path, env={})
-    assert "sources[0].type: unknown source type 'nosuch' (installed: files, git)" in e.value.message
+    assert "sources[0].type: unknown source type 'nosuch' (installed: files, git, mlflow)" in e.value.message
     assert "affidavit.yaml:3" in e.value.message
 
 
