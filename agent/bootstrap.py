@@ -29,8 +29,14 @@ def in_git_repo(directory: Path) -> bool:
     return out.returncode == 0 and out.stdout.strip() == "true"
 
 
-def sources_block(directory: Path) -> str:
-    """The built-in local sources for a directory: its AI governance documents and, in a repo, its history."""
+def sources_block(directory: Path, env: dict[str, str] | None = None) -> str:
+    """The built-in local sources for a directory: its AI governance documents, in a repo its history, and
+    a local MLflow store when there is one (``MLFLOW_TRACKING_URI``, else ``./mlflow.db`` or ``./mlruns``)."""
+    import json
+    import os
+    from urllib.parse import urlsplit
+
+    env = dict(os.environ) if env is None else env
     pats = "\n".join(f'      - "{p}"' for p in DOC_PATTERNS)
     excl = ", ".join(f'"{p}"' for p in DOC_EXCLUDES)
     block = (
@@ -53,6 +59,29 @@ def sources_block(directory: Path) -> str:
             "    ttl: 7d\n"
             "    max_commits: 200\n"
         )
+    uri = env.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:  # a URI with credentials in it stays in the environment, referenced
+        parts = urlsplit(uri)
+        shown = "${MLFLOW_TRACKING_URI}" if parts.password or parts.username else uri
+        tracking = f"{json.dumps(shown)}   # from MLFLOW_TRACKING_URI"
+    elif (directory / "mlflow.db").is_file():
+        tracking = '"sqlite:///mlflow.db"   # the local MLflow store found here'
+    elif (directory / "mlruns").is_dir():
+        tracking = "./mlruns   # the local MLflow store found here"
+    else:
+        return block
+    block += (
+        "  - name: mlflow                  # registered models, versions, runs, model files, experiments\n"
+        "    type: mlflow\n"
+        '    schedule: "every 1d"\n'
+        "    ttl: 7d\n"
+        f"    tracking_uri: {tracking}\n"
+    )
+    if uri:
+        for key, var in (("username", "MLFLOW_TRACKING_USERNAME"), ("password", "MLFLOW_TRACKING_PASSWORD"),
+                         ("token", "MLFLOW_TRACKING_TOKEN")):
+            if env.get(var) and not (key != "token" and env.get("MLFLOW_TRACKING_TOKEN")):
+                block += f'    {key}: "${{{var}}}"\n'
     return block
 
 
