@@ -813,3 +813,44 @@ def test_latest_is_the_newest_artefact_of_each_name_per_source(store: LocalStore
     assert latest["a.md"].run_id == "r2" and latest["b.md"].run_id == "r1"
     assert store.latest("other")["a.md"].run_id == "r3"
     assert store.latest("nobody") == {}
+
+
+def test_a_blob_cut_short_by_a_crash_is_replaced_by_the_next_put(store: LocalStore) -> None:
+    data = b"model weights " * 1000
+    info = store.put_stream(io.BytesIO(data))
+    path = store.blob_path(info.digest)
+    writable(path)
+    path.write_bytes(data[:10])  # what a power loss before sync() can leave behind
+    again = store.put_stream(io.BytesIO(data))
+    assert again == info
+    assert path.read_bytes() == data
+    assert not [p for p in store.fsck() if p.severity == "error"]
+
+
+def test_blobs_are_synced_before_an_attestation_can_reference_them(store: LocalStore, signer: LocalSigner,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    info = store.put_stream(io.BytesIO(b"evidence"))
+    blob = str(store.blob_path(info.digest))
+    assert blob not in synced  # not yet: one batch per run, not one fsync per blob
+    commit_run(store, signer, "r1", {"a.json": b"evidence"}, index=False)
+    assert blob in synced  # synced by put_attestation, before the attestation files were written
+    first_attestation = min(i for i, p in enumerate(synced) if "attestations" in p)
+    assert synced.index(blob) < first_attestation
+
+
+def test_opening_a_store_does_not_import_pandas() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, affidavit.store.local as m; m.LocalStore; "
+            "print('pandas' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
