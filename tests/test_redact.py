@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import gc
 import io
 import logging
 import re
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -17,15 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from affidavit.collectors.base import Redaction
-from affidavit.collectors.redact import (
-    DEFAULT_RULES,
-    SECRET_FIELD_VALUE,
-    Redactor,
-    Rule,
-    is_secret_key,
-    rule_anchors,
-    rule_width,
-)
+from affidavit.collectors.redact import SECRET_FIELD_VALUE, Redactor, is_secret_key
+from affidavit.collectors.redact_rules import DEFAULT_RULES, Rule, rule_prefilter, rule_width
 
 AWS_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -40,6 +35,10 @@ JWT = (
     ".eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
     ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 )
+
+# Building a Redactor compiles its Hyperscan databases (tens of ms): share these.
+REDACTOR = Redactor()
+FULL_SCAN = Redactor(prefilter=False)
 
 # (text with the secret, the secret, expected output, rule)
 CASES: list[tuple[str, str, str, str]] = [
@@ -100,7 +99,7 @@ CASES: list[tuple[str, str, str, str]] = [
 
 @pytest.mark.parametrize(("text", "secret", "expected", "rule"), CASES)
 def test_each_rule_replaces_exactly_the_secret(text: str, secret: str, expected: str, rule: str) -> None:
-    out, found = Redactor().redact_bytes(text.encode())
+    out, found = REDACTOR.redact_bytes(text.encode())
     assert out.decode() == expected
     assert secret.encode() not in out
     assert found == [Redaction(path="line 1", rule=rule)]
@@ -124,7 +123,7 @@ def test_each_rule_replaces_exactly_the_secret(text: str, secret: str, expected:
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
-    out, found = Redactor().redact_bytes(text.encode())
+    out, found = REDACTOR.redact_bytes(text.encode())
     assert out == text.encode()
     assert found == []
 
@@ -151,7 +150,7 @@ def _private_keys() -> list[tuple[str, bytes]]:
 def test_private_key_blocks_are_replaced_whole() -> None:
     for label, key in _private_keys():
         text = b"config:\n  key: |\n" + key + b"after the key\n"
-        out, found = Redactor().redact_bytes(text)
+        out, found = REDACTOR.redact_bytes(text)
         assert out == b"config:\n  key: |\n[REDACTED:private-key]\nafter the key\n", label
         assert found == [Redaction(path="line 3", rule="private-key")], label
         for body_line in key.splitlines()[1:-1]:
@@ -162,7 +161,7 @@ def test_private_key_blocks_are_replaced_whole() -> None:
 def test_a_truncated_private_key_still_loses_its_body() -> None:
     key = _private_keys()[0][1]
     truncated = key[: len(key) // 2]
-    out, found = Redactor().redact_bytes(b"leaked:\n" + truncated)
+    out, found = REDACTOR.redact_bytes(b"leaked:\n" + truncated)
     assert [r.rule for r in found] == ["private-key"]
     for body_line in truncated.splitlines()[1:]:
         assert body_line not in out
@@ -170,7 +169,7 @@ def test_a_truncated_private_key_still_loses_its_body() -> None:
 
 def test_line_numbers_count_from_one_where_each_match_starts() -> None:
     text = f"a\nb {AWS_ID}\n\n\nx password={'p' * 12}\n{GHP} {GLPAT}\n".encode()
-    _, found = Redactor().redact_bytes(text)
+    _, found = REDACTOR.redact_bytes(text)
     assert found == [
         Redaction("line 2", "aws-access-key-id"),
         Redaction("line 5", "secret-assignment"),
@@ -212,7 +211,7 @@ def _dense_text(n: int) -> tuple[bytes, list[str]]:
 @pytest.mark.parametrize("chunk_size", [1000, 4096, 65536, 1 << 20])
 def test_stream_equals_whole_buffer_redaction_at_any_chunk_size(chunk_size: int) -> None:
     data, _ = _dense_text(300_000)
-    expected, expected_found = Redactor().redact_bytes(data)
+    expected, expected_found = REDACTOR.redact_bytes(data)
     assert len(expected_found) > 1000
     with Redactor(chunk_size=chunk_size).redact_stream(io.BytesIO(data)) as reader:
         out = _read_all(reader, 777)
@@ -224,9 +223,10 @@ def test_stream_equals_whole_buffer_redaction_at_any_chunk_size(chunk_size: int)
 
 def test_a_secret_split_across_the_chunk_boundary_is_caught() -> None:
     chunk = 1 << 16
+    redactor = Redactor(chunk_size=chunk)
     for split in range(1, len(GHP)):
         data = b"y" * (chunk - split) + b" " + GHP.encode() + b"\nnext"
-        reader = Redactor(chunk_size=chunk).redact_stream(io.BytesIO(data))
+        reader = redactor.redact_stream(io.BytesIO(data))
         out = reader.read()
         assert out == b"y" * (chunk - split) + b" [REDACTED:github-token]\nnext"
         assert reader.redactions == [Redaction("line 1", "github-token")]
@@ -251,7 +251,7 @@ class _Trickle(io.RawIOBase):
 
 def test_short_reads_from_the_source_give_the_same_result() -> None:
     data, _ = _dense_text(60_000)
-    expected, expected_found = Redactor().redact_bytes(data)
+    expected, expected_found = REDACTOR.redact_bytes(data)
     reader = Redactor(chunk_size=8192).redact_stream(_Trickle(data, 997))  # type: ignore[arg-type]
     assert reader.read() == expected
     assert reader.redactions == expected_found
@@ -260,7 +260,7 @@ def test_short_reads_from_the_source_give_the_same_result() -> None:
 _SMALL_RULES = (
     Rule("tok", re.compile(rb"(?<![A-Z])TOK[0-9]{4,8}")),
     Rule("kv", re.compile(rb"(?i:key)=([a-z]{3,6})"), 1),
-    Rule("digits", re.compile(rb"[0-9]{3}-[0-9]{4}")),  # no literal start: the slow path
+    Rule("digits", re.compile(rb"[0-9]{3}-[0-9]{4}")),  # no literal start, but a selective prefilter
 )
 
 
@@ -275,12 +275,16 @@ _SMALL_RULES = (
     ),
     chunk_size=st.integers(min_value=1, max_value=64),
     step=st.integers(min_value=1, max_value=50),
+    prefilter=st.booleans(),
 )
-def test_streaming_matches_whole_buffer_for_random_input(pieces: list[str], chunk_size: int, step: int) -> None:
+def test_streaming_matches_whole_buffer_for_random_input(
+    pieces: list[str], chunk_size: int, step: int, prefilter: bool
+) -> None:
     data = "".join(pieces).encode()
-    redactor = Redactor(_SMALL_RULES, chunk_size=chunk_size)
-    assert not redactor.anchored
-    expected, expected_found = Redactor(_SMALL_RULES).redact_bytes(data)
+    redactor = Redactor(_SMALL_RULES, chunk_size=chunk_size, prefilter=prefilter)
+    assert redactor.prefiltered is prefilter
+    # the oracle: one full scan of the whole buffer
+    expected, expected_found = Redactor(_SMALL_RULES, prefilter=False).redact_bytes(data)
     reader = redactor.redact_stream(_Trickle(data, step))  # type: ignore[arg-type]
     assert reader.read() == expected
     assert reader.redactions == expected_found
@@ -291,8 +295,9 @@ def test_look_behind_context_survives_every_chunk_boundary() -> None:
     expected, expected_found = Redactor(_SMALL_RULES).redact_bytes(data)
     assert expected == b"aXTOK1234 [REDACTED:tok]\nXTOK9999 key=[REDACTED:kv] XTOK1111[REDACTED:tok]"
     for chunk_size in range(1, len(data) + 1):
+        redactor = Redactor(_SMALL_RULES, chunk_size=chunk_size)
         for step in (1, 2, 3, 7):
-            reader = Redactor(_SMALL_RULES, chunk_size=chunk_size).redact_stream(_Trickle(data, step))  # type: ignore[arg-type]
+            reader = redactor.redact_stream(_Trickle(data, step))  # type: ignore[arg-type]
             assert reader.read() == expected, (chunk_size, step)
             assert reader.redactions == expected_found
 
@@ -300,21 +305,85 @@ def test_look_behind_context_survives_every_chunk_boundary() -> None:
 _FRAGMENTS = [
     AWS_ID, GHP, GLPAT, SLACK, GOOGLE, STRIPE, JWT, "password=", "secret: ", "://u:", "pw@", "-----BEGIN RSA PRIVATE KEY-----",
     "-----END RSA PRIVATE KEY-----", "AKIA", "ghp_", "eyJ", "xox", "api_key", "\n", " ", "'", '"', "AWS_SECRET_ACCESS_KEY=",
-    AWS_SECRET, "sk_live_", "glpat-",
+    AWS_SECRET, "sk_live_", "glpat-", "://", ":", "@", "-----BEGIN ", " PRIVATE KEY-----", " BLOCK", "client-Secret",
+    "\t", "=", "${X}", "x" * 40, "aws_secret_key:\t'", "https://user:pa@ss@host", "ghs_", "github_pat_", "AIza", "a.b.",
 ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(pieces=st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=10)), max_size=40))
 def test_fast_candidate_search_agrees_with_a_full_scan(pieces: list[str]) -> None:
     data = "".join(pieces).encode("utf-8", "surrogatepass")
-    fast = Redactor()
-    assert fast.anchored
-    # one extra rule without a literal start that can never match forces the full scan
-    slow = Redactor((*DEFAULT_RULES, Rule("never", re.compile(rb"[\x00-\x01]{3}\xff"))))
-    assert not slow.anchored
-    data = data.replace(b"\x00", b"")
-    assert fast.redact_bytes(data) == slow.redact_bytes(data)
+    assert REDACTOR.prefiltered
+    assert not FULL_SCAN.prefiltered
+    assert REDACTOR.redact_bytes(data) == FULL_SCAN.redact_bytes(data)
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [rb"\s", rb"\S", rb"\d", rb"\D", rb"\w", rb"\W", rb".", rb"(?s:.)", rb"[^a-c\d_]", rb"(?i:[a-cX])", rb"(?i:[^k])",
+     rb"(?i:q)", rb"[^q]", rb"[\x00-\x1f\x7f-\xff]", rb"(?:a|\n|\xe9)", rb"\x00?"],
+)
+def test_prefilter_byte_classes_match_what_python_matches(middle: bytes) -> None:
+    # a selective rule (literal ends) around the class under test
+    rule = Rule("cls", re.compile(rb"ZQ" + middle + rb"QZ"))
+    fast, slow = Redactor([rule]), Redactor([rule], prefilter=False)
+    assert fast.prefiltered
+    for b in range(256):
+        data = b"..ZQ" + bytes([b]) + b"QZ.."
+        assert fast.redact_bytes(data) == slow.redact_bytes(data), (middle, b)
+
+
+def test_a_match_on_the_last_byte_of_the_input_is_found() -> None:
+    # The Vectorscan build in the hyperscan wheel misses this match (it ends on the
+    # last byte of the scanned buffer) unless the scanner pads what it scans.
+    rules = (Rule("z", re.compile(rb"zzzz[0-9]{0,20}q")), Rule("b", re.compile(rb"[^0-9]{1,2}b:")))
+    fast, full = Redactor(rules), Redactor(rules, prefilter=False)
+    assert fast.prefiltered
+    for n in range(1, 40):
+        data = b"x" * n + b"Bb:"
+        expected = (b"x" * (n - 1) + b"[REDACTED:b]", [Redaction("line 1", "b")])
+        assert full.redact_bytes(data) == expected
+        assert fast.redact_bytes(data) == expected, n
+
+
+def test_a_rule_without_a_selective_prefilter_falls_back_to_the_full_scan(caplog: pytest.LogCaptureFixture) -> None:
+    # [a-z]{3} matches nearly everywhere in text; the look-behind makes the rule never match
+    never = Rule("never", re.compile(rb"[a-z]{3}(?<=[0-9]{3})"))
+    assert rule_prefilter(never) is None
+    log = logging.getLogger("affidavit.collectors.redact_scan")
+    log.addHandler(caplog.handler)  # even when the CLI's logging setup stopped propagation
+    try:
+        slow = Redactor((*DEFAULT_RULES, never))
+    finally:
+        log.removeHandler(caplog.handler)
+    assert not slow.prefiltered
+    assert "redaction rules without a fast prefilter (never)" in caplog.text
+    data, _ = _dense_text(20_000)
+    assert slow.redact_bytes(data) == REDACTOR.redact_bytes(data)
+    reader = Redactor((*DEFAULT_RULES, never), chunk_size=4096).redact_stream(io.BytesIO(data))
+    assert (reader.read(), reader.redactions) == REDACTOR.redact_bytes(data)
+
+
+def test_a_prefilter_hyperscan_refuses_means_the_full_scan(caplog: pytest.LogCaptureFixture) -> None:
+    # a class that matches no byte: Python accepts it, Hyperscan refuses "can never match"
+    impossible = Rule("impossible", re.compile(rb"abc[^\x00-\xff]"))
+    assert rule_prefilter(impossible) is not None
+    log = logging.getLogger("affidavit.collectors.redact_scan")
+    log.addHandler(caplog.handler)
+    try:
+        redactor = Redactor((*DEFAULT_RULES, impossible))
+    finally:
+        log.removeHandler(caplog.handler)
+    assert not redactor.prefiltered
+    assert "can never match" in caplog.text
+    data, _ = _dense_text(5_000)
+    assert redactor.redact_bytes(data + b"abcd") == REDACTOR.redact_bytes(data + b"abcd")
+
+
+def test_locale_patterns_get_no_prefilter() -> None:
+    assert rule_prefilter(Rule("loc", re.compile(rb"(?L)secret[0-9]{4}"))) is None
+    assert rule_prefilter(Rule("ok", re.compile(rb"secret[0-9]{4}"))) is not None
 
 
 _LINE = b"some log line " + b"with plain words " * 240 + b"and a token " + GHP.encode() + b"\n"
@@ -361,7 +430,7 @@ def test_streaming_memory_stays_bounded() -> None:
 
 def test_reader_file_protocol() -> None:
     source = io.BytesIO(f"a\n{GHP}\n".encode())
-    with Redactor().redact_stream(source) as reader:
+    with REDACTOR.redact_stream(source) as reader:
         assert reader.readable()
         assert reader.read(2) == b"a\n"
         buf = bytearray(100)
@@ -374,8 +443,69 @@ def test_reader_file_protocol() -> None:
         reader.read()
 
 
+def _redacting_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "affidavit-redact"]
+
+
+class _Chunks(io.RawIOBase):
+    """``count`` reads of ``size`` bytes each, then an OSError if ``fail``, else EOF."""
+
+    def __init__(self, count: int, size: int, fail: bool) -> None:
+        self.left = count
+        self.size = size
+        self.fail = fail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left == 0:
+            if self.fail:
+                raise OSError("disk error")
+            return 0
+        self.left -= 1
+        n = min(len(buffer), self.size)
+        buffer[:n] = (b"line with " + GHP.encode() + b"\n" + b"z" * self.size)[:n]
+        return n
+
+
+def test_small_artefacts_are_redacted_without_a_thread() -> None:
+    before = _redacting_threads()
+    reader = REDACTOR.redact_stream(io.BytesIO(f"a {GHP}\n".encode() * 100))
+    assert reader.read().count(b"[REDACTED:github-token]") == 100
+    assert _redacting_threads() == before
+
+
+def test_a_source_error_after_some_chunks_reaches_the_reader() -> None:
+    reader = Redactor(chunk_size=4096).redact_stream(_Chunks(count=10, size=4096, fail=True))  # type: ignore[arg-type]
+    got = reader.read(4096)  # the first chunks are fine
+    assert b"[REDACTED:github-token]" in got and GHP.encode() not in got
+    with pytest.raises(OSError, match="disk error"):
+        reader.read()
+    with pytest.raises(OSError, match="disk error"):  # and it stays failed
+        reader.read()
+    reader.close()
+    assert _redacting_threads() == []
+
+
+def test_closing_or_dropping_a_reader_mid_stream_stops_its_thread() -> None:
+    source = _Chunks(count=1000, size=4096, fail=False)
+    reader = Redactor(chunk_size=4096).redact_stream(source)  # type: ignore[arg-type]
+    reader.read(10_000)
+    assert len(_redacting_threads()) == 1
+    reader.close()
+    assert _redacting_threads() == []
+    assert source.closed
+    dropped = Redactor(chunk_size=4096).redact_stream(_Chunks(count=1000, size=4096, fail=False))  # type: ignore[arg-type]
+    dropped.read(10_000)
+    assert len(_redacting_threads()) == 1
+    del dropped
+    gc.collect()
+    assert _redacting_threads() == []
+
+
 def test_empty_stream() -> None:
-    reader = Redactor().redact_stream(io.BytesIO(b""))
+    reader = REDACTOR.redact_stream(io.BytesIO(b""))
     assert reader.read() == b""
     assert reader.redactions == []
 
@@ -399,7 +529,7 @@ def test_redact_document_walks_and_does_not_mutate() -> None:
         "pair": ("plain", f"{STRIPE}"),
     }
     before = copy.deepcopy(doc)
-    out, found = Redactor().redact_document(doc)
+    out, found = REDACTOR.redact_document(doc)
     assert doc == before
     assert out == {
         "name": "run 1",
@@ -427,8 +557,8 @@ def test_redact_document_walks_and_does_not_mutate() -> None:
 
 
 def test_redact_document_top_level_string_and_scalars() -> None:
-    assert Redactor().redact_document(f"t {GHP}") == ("t [REDACTED:github-token]", [Redaction("", "github-token")])
-    assert Redactor().redact_document(42) == (42, [])
+    assert REDACTOR.redact_document(f"t {GHP}") == ("t [REDACTED:github-token]", [Redaction("", "github-token")])
+    assert REDACTOR.redact_document(42) == (42, [])
 
 
 @pytest.mark.parametrize(
@@ -480,7 +610,7 @@ def test_secret_never_appears_in_redactions_logs_or_errors(redact_log: pytest.Lo
             raise OSError("disk error")
 
     with pytest.raises(OSError) as err1:
-        Redactor().redact_stream(io.BufferedReader(Failing())).read()
+        REDACTOR.redact_stream(io.BufferedReader(Failing())).read()
     # a value that is not JSON: its repr holds the secret
     with pytest.raises(TypeError) as err2:
         redactor.redact_document({"x": {GHP}})
@@ -500,7 +630,7 @@ def test_secret_never_appears_in_redactions_logs_or_errors(redact_log: pytest.Lo
 # -- rules ------------------------------------------------------------------------
 
 
-def test_default_rules_are_bounded_and_anchored() -> None:
+def test_default_rules_are_bounded_and_prefiltered() -> None:
     names = [r.name for r in DEFAULT_RULES]
     assert names == [
         "private-key", "aws-access-key-id", "aws-secret-access-key", "github-token", "gitlab-token", "slack-token",
@@ -510,8 +640,10 @@ def test_default_rules_are_bounded_and_anchored() -> None:
         width, around = rule_width(rule)
         assert 0 < width <= 32 * 1024, rule.name
         assert around <= 8, rule.name
-        assert rule_anchors(rule), rule.name
-    assert Redactor().anchored
+        prefilter = rule_prefilter(rule)
+        assert prefilter is not None, rule.name
+        assert 0 < prefilter.min_width <= prefilter.max_width <= width, rule.name
+    assert REDACTOR.prefiltered
 
 
 @pytest.mark.parametrize(
