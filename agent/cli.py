@@ -6,18 +6,16 @@ Exit codes: 0 success; 1 some sources failed, or a bundle is INVALID;
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from affidavit import __version__
-from affidavit.errors import AffidavitError, ConfigError
+from affidavit.agent.cli_app import App
+from affidavit.errors import AffidavitError
 
 EPILOG = "Exit codes: 0 success, 1 some sources failed or a bundle is INVALID, 2 usage, config or input error."
 
@@ -35,54 +33,6 @@ class AffidavitGroup(click.Group):
                 message = obj.scrubber.scrub(message)
             click.echo(f"error: {message}", err=True)
             ctx.exit(e.exit_code)
-
-
-@dataclass
-class App:
-    config_path: Path | None
-    verbose: int
-    cwd: Path
-    env: Mapping[str, str]
-    scrubber: Any = None
-
-    def load(self, *, required: bool = True) -> Any:
-        """The loaded config (``affidavit.config.loader.LoadedConfig``)."""
-        from affidavit.agent import logs
-        from affidavit.config.loader import default_config_path, load_config
-
-        path = self.config_path or default_config_path(self.cwd)
-        if path is None:
-            if required:
-                raise ConfigError(
-                    f"no config file: neither ./affidavit.yaml nor {user_config_hint()} exists",
-                    hint="run `affidavit init`, or `affidavit collect` to start from the embedded default",
-                )
-            return None
-        loaded = load_config(path, cwd=self.cwd, env=self.env)
-        self.scrubber = logs.configure(self.verbose, loaded.secrets)
-        return loaded
-
-    def prompt(self) -> Any:
-        """A passphrase prompt when a person is at a terminal, else None."""
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            return None
-
-        def ask(text: str, confirm: bool) -> str:
-            return str(click.prompt(text, hide_input=True, confirmation_prompt=confirm, err=True))
-
-        return ask
-
-
-def user_config_hint() -> str:
-    return str(Path(click.get_app_dir("affidavit")) / "affidavit.yaml")
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    raise click.exceptions.Exit(code) from AffidavitError(message)
 
 
 @click.group(cls=AffidavitGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,9 +61,9 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from affidavit.agent import cli_collect, cli_controls, cli_log, cli_store, cli_verify
+    from affidavit.agent import cli_collect, cli_controls, cli_log, cli_mlflow, cli_store, cli_verify
 
-    for mod in (cli_collect, cli_store, cli_verify, cli_controls, cli_log):
+    for mod in (cli_collect, cli_store, cli_verify, cli_controls, cli_log, cli_mlflow):
         for cmd in mod.COMMANDS:
             main.add_command(cmd)
 

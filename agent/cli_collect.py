@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from affidavit.agent.cli import App, emit_json
+from affidavit.agent.cli_app import App, emit_json
 
 pass_app = click.make_pass_decorator(App)
 
@@ -93,6 +93,10 @@ def collect(app: App, sources: tuple[str, ...], as_json: bool, progress: bool | 
     chosen = selected_sources(loaded, sources)
     if not chosen:
         raise click.UsageError(f"{loaded.path} has no sources; add one under `sources:`")
+    if loaded.config.signing.tsa_roots is not None:  # unusable TSA roots stop the collection before any key is made
+        from affidavit.signing.tsa import load_tsa_roots
+
+        load_tsa_roots(loaded.config.signing.tsa_roots)
     setup = ensure_signer(loaded, app.env, app.prompt())
     for note in setup.notes:
         click.echo(note, err=True)
@@ -116,7 +120,7 @@ def collect(app: App, sources: tuple[str, ...], as_json: bool, progress: bool | 
 @pass_app
 def check(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     """Check the config, the signing key and whether each source can be reached."""
-    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.keyring import configured_signer
     from affidavit.agent.runner import selected_sources
     from affidavit.collectors.base import CollectContext
     from affidavit.errors import AffidavitError
@@ -125,7 +129,7 @@ def check(app: App, sources: tuple[str, ...], as_json: bool) -> None:
     results: list[dict[str, object]] = []
     sc = loaded.config.signing
     try:
-        signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+        signer = configured_signer(sc, app.env, app.prompt())
         results.append({"check": "signing key", "ok": True, "detail": f"{sc.key} (keyid {signer.keyid[:16]}…)"})
     except AffidavitError as e:
         results.append({"check": "signing key", "ok": False, "detail": e.diagnostics()})
@@ -162,13 +166,14 @@ def daemon(app: App, health_file: Path | None) -> None:
     must come from AFFIDAVIT_PASSPHRASE or a passphrase file.
     """
     from affidavit.agent.daemon import Daemon
-    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.keyring import check_in_force, configured_signer
 
     loaded = app.load()
     if not loaded.config.sources:
         raise click.UsageError(f"{loaded.path} has no sources; add one under `sources:`")
     sc = loaded.config.signing
-    signer = load_signer(sc.key, sc.passphrase_file, app.env, None)
+    signer = configured_signer(sc, app.env, None)
+    check_in_force(sc, loaded.base_dir, signer.keyid)
     health = health_file or loaded.base_dir / "affidavit-health.json"
     click.echo(f"affidavit daemon: {len(loaded.config.sources)} source(s); health in {health}", err=True)
     Daemon(loaded, signer, app.cwd / health, app.env).run()

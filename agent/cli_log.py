@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from affidavit.agent.cli import App, emit_json
+from affidavit.agent.cli_app import App, emit_json
 
 pass_app = click.make_pass_decorator(App)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from affidavit.agent.cli import App, emit_json
+from affidavit.agent.cli_app import App, emit_json
 
 pass_app = click.make_pass_decorator(App)
 
@@ -126,7 +126,7 @@ def evidence_add(app: App, file: Path, controls: tuple[str, ...], note: str | No
     import getpass
     import socket
 
-    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.keyring import check_in_force, configured_signer
     from affidavit.agent.runner import collect, log_signer_loader
     from affidavit.collectors.manual import ManualCollector, ManualOptions
     from affidavit.config.catalog import library_paths, load_library
@@ -153,7 +153,8 @@ def evidence_add(app: App, file: Path, controls: tuple[str, ...], note: str | No
     manual = dataclasses.replace(loaded, collectors={**loaded.collectors, "manual": ManualCollector},
                                  options={**loaded.options, "manual": options})
     sc = loaded.config.signing
-    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+    signer = configured_signer(sc, app.env, app.prompt())
+    check_in_force(sc, loaded.base_dir, signer.keyid)
     notes: list[str] = []
     report = collect(manual, signer, [source], log_signer=log_signer_loader(loaded, app.env, app.prompt(), notes))
     for note in notes:
@@ -205,7 +206,7 @@ def store_fsck(app: App, keys: tuple[Path, ...], as_json: bool) -> None:
 
 @click.group()
 def keys() -> None:
-    """Generate signing keys and export the public key."""
+    """Signing keys: generate, rotate, revoke; export the public key and the auditor's trust file."""
 
 
 @keys.command("generate")
@@ -218,7 +219,7 @@ def keys_generate(app: App, out: Path | None, algorithm: str) -> None:
     from affidavit.agent.keyring import create_key
 
     loaded = app.load(required=False)
-    key = (app.cwd / out) if out else (loaded.config.signing.key if loaded else app.cwd / "affidavit.key.pem")
+    key = (app.cwd / out) if out else (loaded.config.signing.key_file if loaded else app.cwd / "affidavit.key.pem")
     pw_file = loaded.config.signing.passphrase_file if loaded and not out else None
     new = create_key(key, algorithm, pw_file, app.env, app.prompt())  # type: ignore[arg-type]
     click.echo(f"generated {key} (keyid {new.signer.keyid}); public key: {new.public_path}", err=True)
@@ -230,12 +231,94 @@ def keys_generate(app: App, out: Path | None, algorithm: str) -> None:
 @pass_app
 def keys_export_public(app: App) -> None:
     """Print the signing key's public key (PEM) on stdout: give it to your auditor."""
-    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.keyring import configured_signer
     from affidavit.signing.keys import public_pem
 
     sc = app.load().config.signing
-    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
+    signer = configured_signer(sc, app.env, app.prompt())
     click.echo(public_pem(signer.public_key).decode("ascii"), nl=False)
+
+
+@keys.command("rotate")
+@pass_app
+def keys_rotate(app: App) -> None:
+    """Replace the signing key with a new one (same passphrase).
+
+    The old private key is kept as affidavit.key.<keyid8>.pem and its public key
+    stays in the key history (affidavit.keys.json) with its validity window, so
+    evidence it signed still verifies with the trust file (`keys trust-export`).
+    Give your auditor the new trust file after a rotation.
+    """
+    from affidavit.agent.keyring import rotate_key
+
+    loaded = app.load()
+    done = rotate_key(loaded.config.signing, loaded.base_dir, app.env, app.prompt())
+    if done.old_keyid is None:
+        click.echo(f"finished an interrupted rotation: the signing key is now {done.new_keyid} "
+                   f"(key history {done.history})", err=True)
+        return
+    click.echo(f"rotated the signing key: {done.old_keyid} -> {done.new_keyid}; the old key is kept as "
+               f"{done.retired}; key history {done.history}", err=True)
+    click.echo("next: `affidavit keys trust-export --out trust.json` for your auditor", err=True)
+
+
+def _utc(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time, e.g. 2026-03-01T12:00:00Z",
+                                 param_hint="--at") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@keys.command("revoke")
+@click.argument("keyid")
+@click.option("--at", "at", metavar="TIME", help="When the key stopped being trustworthy (ISO 8601, UTC unless "
+              "a zone is given; default now). Set it to when a compromise began.")
+@pass_app
+def keys_revoke(app: App, keyid: str, at: str | None) -> None:
+    """Record in the key history that KEYID (or its first 8+ hex digits) is revoked.
+
+    Verifiers given the trust file then refuse the key's signatures unless a
+    trusted timestamp proves they were made before the revocation.
+    """
+    from affidavit.agent.keyring import revoke_key
+    from affidavit.signing.predicate import utc_iso
+
+    loaded = app.load()
+    revoked, when = revoke_key(loaded.config.signing, loaded.base_dir, keyid, app.env, app.prompt(), at=_utc(at))
+    click.echo(f"revoked key {revoked} from {utc_iso(when)}; give your auditor a new trust file "
+               "(`affidavit keys trust-export`)", err=True)
+
+
+@keys.command("trust-export")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Where to write the trust file (- for stdout).")
+@click.option("--comment", help="Free text for the auditor, kept in the file.")
+@pass_app
+def keys_trust_export(app: App, out: Path, comment: str | None) -> None:
+    """Write the trust file to hand to your auditor (`affidavit verify --trust FILE`).
+
+    It lists every signing key in the key history with its validity window and
+    revocation, the transparency log's key, and the TSA roots (signing.tsa_roots).
+    """
+    import json
+
+    from affidavit.agent.keyring import export_trust
+    from affidavit.signing.trust import write_atomically
+
+    loaded = app.load()
+    doc = export_trust(loaded.config.signing, loaded.base_dir, loaded.config.store.path, app.env, app.prompt(),
+                       comment=comment)
+    data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+    if str(out) == "-":
+        click.echo(data.decode("utf-8"), nl=False)
+        return
+    write_atomically(app.cwd / out, data)
+    click.echo(f"wrote {app.cwd / out}: {len(doc['keys'])} signing key(s), {len(doc['log_keys'])} log key(s), "
+               f"{len(doc['tsa_roots'])} TSA root(s)", err=True)
 
 
 @click.command()
@@ -247,27 +330,39 @@ def keys_export_public(app: App) -> None:
               help="Only runs with evidence mapped to this control (repeatable).")
 @pass_app
 def export(app: App, out: Path, since: datetime | None, controls: tuple[str, ...]) -> None:
-    """Write a self-contained, signed auditor bundle of the stored evidence."""
+    """Write a self-contained, signed auditor bundle of the stored evidence.
+
+    With signing.tsa_url, the bundle statement's signature is timestamped
+    (bundle.tsr) and trusted_root.json names the timestamp authority.
+    """
     from affidavit.agent.export import export_bundle
-    from affidavit.agent.keyring import load_signer
+    from affidavit.agent.keyring import check_in_force, configured_signer
+    from affidavit.agent.pipeline import Timestamper
     from affidavit.agent.runner import agent_name
+    from affidavit.config.catalog import library_paths, load_library
     from affidavit.store.local import LocalStore
 
     loaded = app.load()
     store = LocalStore.open(loaded.config.store.path, create=False)
-    from affidavit.config.catalog import library_paths, load_library
-
     library = load_library(library_paths(loaded.config.controls.extra, loaded.base_dir))
     sc = loaded.config.signing
-    signer = load_signer(sc.key, sc.passphrase_file, app.env, app.prompt())
-    summary = export_bundle(
-        store, signer, app.cwd / out, agent=agent_name(loaded), now=datetime.now(UTC),
-        since=since.replace(tzinfo=UTC) if since else None, controls=list(controls),
-        library_files=[(f.bundle_path, f.data) for f in library.files],
-    )
+    timestamper = Timestamper.from_config(sc)
+    signer = configured_signer(sc, app.env, app.prompt())
+    check_in_force(sc, loaded.base_dir, signer.keyid)
+    try:
+        summary = export_bundle(
+            store, signer, app.cwd / out, agent=agent_name(loaded), now=datetime.now(UTC),
+            since=since.replace(tzinfo=UTC) if since else None, controls=list(controls),
+            library_files=[(f.bundle_path, f.data) for f in library.files],
+            timestamp=timestamper, authorities_of=timestamper.authorities if timestamper else None,
+        )
+    finally:
+        if timestamper is not None:
+            timestamper.close()
     logged = f"; runs proved against log checkpoint {summary.log_size}" if summary.log_size else ""
+    stamped = f"; timestamped by {sc.tsa_url}" if timestamper else ""
     click.echo(f"wrote {summary.path}: {summary.runs} run(s), {summary.artefacts} artefact(s), "
-               f"{summary.members} members, signed by keyid {signer.keyid[:16]}…{logged}")
+               f"{summary.members} members, signed by keyid {signer.keyid[:16]}…{logged}{stamped}")
 
 
 COMMANDS = [evidence, store_group, keys, export]

@@ -8,58 +8,81 @@ from typing import Any
 
 import click
 
-from affidavit.agent.cli import App, emit_json
+from affidavit.agent.cli_app import App, emit_json
 
 pass_app = click.make_pass_decorator(App)
 
 
-def _trusted_keys(paths: tuple[Path, ...]) -> dict[str, Any]:
-    from affidavit.errors import UsageError
-    from affidavit.signing.keys import keyid_of, load_public_key_file
+def _trust_anchor(cwd: Path, keys: tuple[Path, ...], trust_file: Path | None, log_key: Path | None,
+                  tsa_roots: Path | None) -> tuple[Any, dict[str, str], Any]:
+    """(the auditor's TrustStore, keyid -> "trust file" / "--key", the --log-key or None).
 
-    if not paths:
+    --key, --log-key and --tsa-roots add to a --trust file; where a key is in
+    both, the trust file's entry (with its window and revocation) counts.
+    """
+    from affidavit.errors import UsageError
+    from affidavit.signing.keys import load_public_key_file
+    from affidavit.signing.trust import TrustedKey, TrustStore
+    from affidavit.signing.tsa import load_tsa_roots
+
+    if not keys and trust_file is None:
         raise UsageError(
             "no trust anchor: pass --key PEM (the signer's public key, obtained from its owner, "
-            "not from the bundle)"
+            "not from the bundle) or --trust FILE (the organisation's trust file)"
         )
-    keys = {}
-    for p in paths:
-        k = load_public_key_file(p)
-        keys[keyid_of(k)] = k
-    return keys
+    file = TrustStore.from_file(cwd / trust_file) if trust_file is not None else TrustStore({}, {})
+    bare = {k.keyid: k for k in (TrustedKey.of(load_public_key_file(cwd / p)) for p in keys)}
+    log_public = load_public_key_file(cwd / log_key) if log_key is not None else None
+    bare_log = {} if log_public is None else {TrustedKey.of(log_public).keyid: TrustedKey.of(log_public)}
+    roots = load_tsa_roots(cwd / tsa_roots) if tsa_roots is not None else []
+    trust = TrustStore({**bare, **file.keys}, {**bare_log, **file.log_keys}, (*file.tsa_roots, *roots), file.comment)
+    sources = {k: ("trust file" if k in file.keys else "--key") for k in trust.keys}
+    return trust, sources, log_public
 
 
 @click.command()
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--key", "keys", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="A trusted public key (PEM); repeatable. Required: the bundle's own keys are never trusted.")
+@click.option("--trust", "trust_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The organisation's trust file (`affidavit keys trust-export`): signing keys with validity "
+                   "windows and revocations, log keys, TSA roots. With or instead of --key.")
 @click.option("--log-key", "log_key", type=click.Path(path_type=Path, dir_okay=False),
-              help="The transparency log's public key (PEM). Without it the log is reported 'not checked'.")
+              help="The transparency log's public key (PEM). Without it (or a log key in --trust) the log is "
+                   "reported 'not checked'.")
+@click.option("--tsa-roots", "tsa_roots", type=click.Path(path_type=Path, dir_okay=False),
+              help="PEM file of timestamp-authority root certificates you trust: each RFC 3161 token is "
+                   "verified and gives its signature a trusted time.")
 @click.option("--checkpoint", "checkpoint", type=click.Path(path_type=Path, dir_okay=False),
               help="A signed checkpoint of the log you kept earlier: the bundle's log must extend it "
                    "(needs --log-key).")
 @click.option("--json", "as_json", is_flag=True, help="The full report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @pass_app
-def verify(app: App, target: Path, keys: tuple[Path, ...], log_key: Path | None, checkpoint: Path | None,
-           as_json: bool, progress: bool | None) -> None:
+def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | None, log_key: Path | None,
+           tsa_roots: Path | None, checkpoint: Path | None, as_json: bool, progress: bool | None) -> None:
     """Verify an auditor bundle (.tar.gz, .tar or directory) or a store, offline.
 
-    Checks every signature against the keys you pass with --key, every
-    artefact's digest, that every member is covered by a signed statement and
-    every signed subject is present. With --log-key, also each run's
+    Checks every signature against the keys you pass with --key or --trust,
+    every artefact's digest, that every member is covered by a signed
+    statement and every signed subject is present. With --tsa-roots (or TSA
+    roots in the trust file), each RFC 3161 timestamp, and that each key was
+    in force when it signed (a revoked key's signatures fail unless a timestamp
+    proves they predate the revocation). With --log-key, also each run's
     transparency-log entry, its inclusion proof and the checkpoint's
     signature; with --checkpoint, that nothing logged before that checkpoint
-    was removed or rewritten. Prints VALID or INVALID with a report per
-    artefact. Exit 0 VALID, 1 INVALID, 2 usage error or unreadable input.
+    was removed or rewritten. Prints VALID or INVALID, a summary for a working
+    paper, then a line per artefact (--json: the same as JSON).
+    Exit 0 VALID, 1 INVALID, 2 usage error or unreadable input.
     """
     from affidavit.signing.verify import verify_bundle
 
-    trusted = _trusted_keys(keys)
-    log_public, old_checkpoint = _log_inputs(app.cwd, log_key, checkpoint)
+    trust, sources, log_public = _trust_anchor(app.cwd, keys, trust_file, log_key, tsa_roots)
+    old_checkpoint = _checkpoint(app.cwd, checkpoint, log_public is not None or bool(trust.log_keys))
     target = app.cwd / target
     if (target / "affidavit-store.json").is_file():
-        _verify_store(target, trusted, as_json, log_public, old_checkpoint)
+        store_log_key = log_public or next(iter(trust.log_public_keys().values()), None)
+        _verify_store(target, trust.public_keys(), as_json, store_log_key, old_checkpoint)
         return
     show = (sys.stderr.isatty() if progress is None else progress) and not as_json
     if show:
@@ -69,37 +92,35 @@ def verify(app: App, target: Path, keys: tuple[Path, ...], log_key: Path | None,
         with Progress(TextColumn("verifying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("verify", total=None)
-            report = verify_bundle(target, trusted, progress=lambda n: bar.advance(task, n), log_key=log_public,
-                                   checkpoint=old_checkpoint)
+            report = verify_bundle(target, trust, progress=lambda n: bar.advance(task, n), log_key=log_public,
+                                   checkpoint=old_checkpoint, key_sources=sources)
     else:
-        report = verify_bundle(target, trusted, log_key=log_public, checkpoint=old_checkpoint)
+        report = verify_bundle(target, trust, log_key=log_public, checkpoint=old_checkpoint, key_sources=sources)
     if as_json:
         emit_json(report.to_json())
     else:
-        for line in report.summary_lines():
+        for line in report.report_lines():
             click.echo(line)
     click.get_current_context().exit(0 if report.valid else 1)
 
 
-def _log_inputs(cwd: Path, log_key: Path | None, checkpoint: Path | None) -> tuple[Any, str | None]:
-    """The log's public key and the auditor's old checkpoint text (UsageError / InputError when unusable)."""
+def _checkpoint(cwd: Path, checkpoint: Path | None, have_log_key: bool) -> str | None:
+    """The auditor's old checkpoint text (UsageError / InputError when unusable)."""
     from affidavit.errors import InputError, UsageError
-    from affidavit.signing.keys import load_public_key_file
 
-    if checkpoint is not None and log_key is None:
+    if checkpoint is None:
+        return None
+    if not have_log_key:
         raise UsageError("--checkpoint needs --log-key: a checkpoint is only worth its log's signature",
-                         hint="pass the log's public key (affidavit-log.pub.pem) with --log-key")
-    key = load_public_key_file(cwd / log_key) if log_key is not None else None
-    text = None
-    if checkpoint is not None:
-        try:
-            text = (cwd / checkpoint).read_bytes().decode("utf-8")
-        except OSError as e:
-            raise InputError(f"cannot read checkpoint {checkpoint}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"{checkpoint} is not a checkpoint (not UTF-8 text)",
-                             hint="pass a file written by `affidavit log checkpoint`") from None
-    return key, text
+                         hint="pass the log's public key (affidavit-log.pub.pem) with --log-key, or a trust file "
+                              "naming it with --trust")
+    try:
+        return (cwd / checkpoint).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read checkpoint {checkpoint}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{checkpoint} is not a checkpoint (not UTF-8 text)",
+                         hint="pass a file written by `affidavit log checkpoint`") from None
 
 
 def _verify_store(root: Path, trusted: dict[str, Any], as_json: bool, log_key: Any, checkpoint: str | None) -> None:

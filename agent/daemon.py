@@ -27,7 +27,7 @@ from affidavit.config.durations import parse_duration
 from affidavit.config.loader import LoadedConfig
 from affidavit.config.models import SourceConfig
 from affidavit.errors import AffidavitError
-from affidavit.signing.keys import LocalSigner
+from affidavit.signing.keys import Signer
 from affidavit.signing.predicate import utc_iso
 
 log = logging.getLogger("affidavit.agent.daemon")
@@ -64,7 +64,7 @@ class Health:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, signer: LocalSigner, health_file: Path | None,
+    def __init__(self, loaded: LoadedConfig, signer: Signer, health_file: Path | None,
                  env: Mapping[str, str], clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
@@ -107,12 +107,25 @@ class Daemon:
                            next_run=utc_iso(nxt) if nxt else None)
 
     def run(self) -> None:
-        """Block until SIGTERM or SIGINT, then finish the running job and return."""
+        """Block until SIGTERM or SIGINT, then finish the running job and return.
+
+        The handler only starts a thread that shuts the scheduler down: shutting
+        down inside the handler would wait for the running job while holding the
+        scheduler's locks that job needs (a deadlock).
+        """
+        stopper: list[threading.Thread] = []
+
         def stop(signum: int, frame: FrameType | None) -> None:
+            if stopper:
+                return
             log.info("signal %d: stopping after the running job", signum)
-            self.scheduler.shutdown(wait=True)  # waits for a running collection to finish
+            t = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, name="affidavit-stop")
+            stopper.append(t)
+            t.start()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("daemon started with %d source(s)", len(self.loaded.config.sources))
         self.scheduler.start()
+        for t in stopper:  # the running collection has finished once shutdown returns
+            t.join()

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from affidavit import __version__
-from affidavit.agent.keyring import Prompt, create_key, load_signer
-from affidavit.agent.pipeline import RunResult, ensure_log_signer, open_run_log, run_source
+from affidavit.agent.keyring import Prompt, check_in_force, create_key, kms_signer, load_signer
+from affidavit.agent.pipeline import RunResult, Timestamper, ensure_log_signer, open_run_log, run_source
 from affidavit.collectors.redact import Redactor
 from affidavit.config.loader import LoadedConfig
 from affidavit.config.models import SourceConfig
-from affidavit.signing.keys import LocalSigner
+from affidavit.signing.keys import Signer
 from affidavit.store.local import LocalStore
 
 log = logging.getLogger("affidavit.agent.runner")
@@ -33,15 +33,24 @@ def selected_sources(loaded: LoadedConfig, names: Sequence[str]) -> list[SourceC
 
 @dataclass
 class SignerSetup:
-    signer: LocalSigner
+    signer: Signer
     notes: list[str] = field(default_factory=list)  # what was created, for the user
 
 
 def ensure_signer(loaded: LoadedConfig, env: Mapping[str, str], prompt: Prompt | None) -> SignerSetup:
-    """Load the configured key, creating it (and a passphrase file) on a first run."""
+    """Load the configured key (a KMS key, or a key file, created with a passphrase file on a first run).
+
+    A key the key history has rotated out or revoked is refused (SigningKeyError).
+    """
     sc = loaded.config.signing
+    if isinstance(sc.key, str):
+        signer: Signer = kms_signer(sc.key, sc)
+        check_in_force(sc, loaded.base_dir, signer.keyid)
+        return SignerSetup(signer)
     if sc.key.exists():
-        return SignerSetup(load_signer(sc.key, sc.passphrase_file, env, prompt))
+        signer = load_signer(sc.key, sc.passphrase_file, env, prompt)
+        check_in_force(sc, loaded.base_dir, signer.keyid)
+        return SignerSetup(signer)
     new = create_key(sc.key, sc.algorithm, sc.passphrase_file, env, prompt)
     notes = [f"generated a {sc.algorithm} signing key {new.key_path} (public key: {new.public_path})"]
     if new.passphrase_file is not None:
@@ -66,13 +75,13 @@ class CollectReport:
 
 
 def log_signer_loader(loaded: LoadedConfig, env: Mapping[str, str], prompt: Prompt | None,
-                      notes: list[str]) -> Callable[[], LocalSigner]:
+                      notes: list[str]) -> Callable[[], Signer]:
     """Loads (or on first use creates) the transparency log key when called; notes for the user go to ``notes``.
 
     A callable, so the key is touched only once the store is open and locked:
     a collection that fails before that writes nothing.
     """
-    def load() -> LocalSigner:
+    def load() -> Signer:
         signer, new_notes = ensure_log_signer(loaded.config.signing, loaded.base_dir, env, prompt)
         notes.extend(new_notes)
         return signer
@@ -82,18 +91,21 @@ def log_signer_loader(loaded: LoadedConfig, env: Mapping[str, str], prompt: Prom
 
 def collect(
     loaded: LoadedConfig,
-    signer: LocalSigner,
+    signer: Signer,
     sources: Sequence[SourceConfig],
     *,
-    log_signer: Callable[[], LocalSigner],
+    log_signer: Callable[[], Signer],
     on_artefact: Callable[[str, str], None] | None = None,
     on_source: Callable[[RunResult], None] | None = None,
 ) -> CollectReport:
     """Run each source in turn; a failing source does not stop the others.
 
     Every signed run is appended to the store's transparency log (opened under
-    the store lock with the log key ``log_signer`` returns).
+    the store lock with the log key ``log_signer`` returns); with
+    ``signing.tsa_url``, every run's signature is timestamped first (a TSA that
+    fails fails that run, with nothing logged or stored).
     """
+    timestamper = Timestamper.from_config(loaded.config.signing)  # the TSA roots are read before anything else
     store = LocalStore.open(loaded.config.store.path, create=True)
     redactor = Redactor()
     results: list[RunResult] = []
@@ -108,6 +120,8 @@ def collect(
         tlog = open_run_log(store, loaded.config.signing, log_signer(), agent=loaded.config.agent,
                             run_keys={signer.keyid: signer.public_key})
         stack.callback(tlog.close)
+        if timestamper is not None:
+            stack.callback(timestamper.close)
         for src in sources:
             result = run_source(
                 src,
@@ -120,6 +134,7 @@ def collect(
                 redactor=redactor,
                 on_artefact=per_source(src.name),
                 tlog=tlog,
+                timestamper=timestamper,
             )
             if result.status == "failed":
                 log.error("source %s failed: %s", src.name, result.error)

@@ -222,10 +222,14 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def r(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p))
 
+    def key(ref: Path | str) -> Path | str:
+        return ref if isinstance(ref, str) else (ref if ref.is_absolute() else base / ref)  # str: awskms://
+
+    sc = config.signing
     store = config.store.model_copy(update={"path": r(config.store.path)})
-    signing = config.signing.model_copy(
-        update={"key": r(config.signing.key), "passphrase_file": r(config.signing.passphrase_file),
-                "log_key": r(config.signing.log_key)}
+    signing = sc.model_copy(
+        update={"key": key(sc.key), "passphrase_file": r(sc.passphrase_file), "log_key": key(sc.log_key),
+                "tsa_roots": r(sc.tsa_roots)}
     )
     controls = config.controls.model_copy(update={"soa": r(config.controls.soa)})
     return config.model_copy(update={"store": store, "signing": signing, "controls": controls})

@@ -5,11 +5,21 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from affidavit.config.durations import check_schedule, parse_duration
+from affidavit.errors import ConfigError
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 LOG_ORIGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}$")  # = signing.tlog_note.ORIGIN_RE
@@ -33,21 +43,60 @@ class StoreConfig(_Model):
         return v
 
 
+KMS_SCHEME = "awskms://"  # = signing.kms.SCHEME (not imported: the config must not pull in the signing stack)
+_KEY_SCHEMA = {"type": "string", "description": "a key file (encrypted PKCS#8 PEM, relative to the config file) "
+               "or an AWS KMS key: awskms://<key id, alias/NAME or key ARN>"}
+
+
+def _key_ref(v: Any) -> Any:
+    """A key reference: an ``awskms://`` URI stays a string, anything else is a file path."""
+    if isinstance(v, str) and v.startswith(KMS_SCHEME):
+        return v
+    if isinstance(v, str):
+        if "://" in v:
+            raise ValueError(f"{v!r} is neither a key file nor an AWS KMS key (awskms://...)")
+        return Path(v)
+    return v
+
+
+KeyRef = Annotated[Path | str, BeforeValidator(_key_ref), WithJsonSchema(_KEY_SCHEMA)]
+
+
 class SigningConfig(_Model):
-    key: Path = Field(Path("affidavit.key.pem"), description="encrypted PKCS#8 PEM private key")
+    key: KeyRef = Field(Path("affidavit.key.pem"), description="the signing key: an encrypted PKCS#8 PEM file, "
+                        "or an AWS KMS key awskms://<key id, alias/NAME or ARN> (no passphrase then)")
     passphrase_file: Path | None = Field(None, description="file holding the key passphrase (mode 0600)")
     algorithm: Literal["ecdsa-p256", "ed25519"] = Field("ecdsa-p256", description="algorithm for new keys")
-    tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority (not yet supported)")
-    log_key: Path = Field(
+    tsa_roots: Path | None = Field(None, description="PEM file with the timestamp authority's root certificate(s); "
+                                   "required with tsa_url")
+    tsa_url: str | None = Field(None, description="RFC 3161 timestamp authority: every signature gets a token")
+    tsa_timeout: float = Field(10.0, gt=0, le=300, description="seconds to wait for the timestamp authority")
+    kms_region: str | None = Field(None, description="AWS region of an awskms:// key (default: from its ARN or "
+                                   "the AWS environment)")
+    kms_endpoint: str | None = Field(None, description="AWS KMS endpoint URL (default: AWS's; set for a "
+                                     "VPC endpoint or an emulator)")
+    log_key: KeyRef = Field(
         Path("affidavit-log.key.pem"),
-        description="the transparency log's own ECDSA P-256 key (encrypted PKCS#8, same passphrase as key); "
-        "created on the first collection",
+        description="the transparency log's own ECDSA P-256 key (encrypted PKCS#8, same passphrase as key; "
+        "created on the first collection), or an awskms:// key",
     )
     log_origin: str | None = Field(
         None,
         description="the log's name in its checkpoints, e.g. affidavit.example.org/prod "
         "(default: affidavit.local/<agent name or host name>); fixed when the log starts",
     )
+
+    @property
+    def key_is_kms(self) -> bool:
+        return isinstance(self.key, str)
+
+    @property
+    def key_file(self) -> Path:
+        """The signing key's file; ConfigError for a KMS key (check :attr:`key_is_kms` first)."""
+        if isinstance(self.key, str):
+            raise ConfigError(f"signing.key is the AWS KMS key {self.key}; this command needs a key file",
+                              hint="manage KMS keys in AWS KMS")
+        return self.key
 
     @field_validator("log_origin")
     @classmethod
@@ -61,9 +110,21 @@ class SigningConfig(_Model):
 
     @field_validator("tsa_url")
     @classmethod
-    def _tsa(cls, v: str | None) -> str | None:
-        if v is not None:
-            raise ValueError("RFC 3161 timestamps are not supported by this version yet; remove the key")
+    def _tsa(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL of an RFC 3161 timestamp authority")
+        if info.data.get("tsa_roots") is None:
+            raise ValueError("RFC 3161 timestamps need the TSA's root certificate(s) to check its tokens: "
+                             "set signing.tsa_roots to a PEM file")
+        return v
+
+    @field_validator("kms_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http:// or https:// URL")
         return v
 
 

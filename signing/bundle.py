@@ -6,13 +6,19 @@ payload.json,sig}``, the transparency log's material (``log/checkpoint``, the la
 signed checkpoint; ``log/leaves.bin``, the leaf hashes up to it; ``trusted_root.json``
 naming the log key), extra members (control catalogs), ``artefacts/sha256/<hex>``,
 ``SHA256SUMS``, then the bundle statement (``bundle.payload.json``, ``bundle.sig``,
-``bundle.dsse.json``) whose subjects are every other member, so nothing is unsigned.
+``bundle.dsse.json``) whose subjects are every other member, so nothing is unsigned,
+and, when a timestamp authority is configured, ``bundle.tsr``: the RFC 3161 token
+over ``bundle.sig``. The token cannot be covered by the statement whose signature it
+timestamps; it authenticates itself (its imprint is the SHA-256 of ``bundle.sig``, and
+the TSA signs it), and removing it only removes the proof of when the bundle was signed.
+A run's tokens travel in its Sigstore bundle (``timestampVerificationData``).
 The same input gives byte-identical output (given a deterministic signature scheme).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -44,6 +50,9 @@ BUNDLE_PAYLOAD = "bundle.payload.json"
 BUNDLE_SIG = "bundle.sig"
 BUNDLE_DSSE = "bundle.dsse.json"
 BUNDLE_FILES = (BUNDLE_PAYLOAD, BUNDLE_SIG, BUNDLE_DSSE)
+BUNDLE_TSR = "bundle.tsr"  # optional: the RFC 3161 token over bundle.sig (outside the statement it timestamps)
+UNSIGNED_FILES = (*BUNDLE_FILES, BUNDLE_TSR)  # the members no statement covers
+MAX_TIMESTAMPS = 8  # tokens per signature a verifier reads (a hostile bundle could carry thousands)
 ARTEFACT_PREFIX = "artefacts/sha256/"
 KEYS_PREFIX = "keys/"
 RUNS_PREFIX = "runs/"
@@ -82,7 +91,7 @@ def is_extra_name(name: str) -> bool:
     parts = name.split("/")
     if not all(_SAFE_COMPONENT.match(p) for p in parts):
         return False
-    if name in (MANIFEST, README, SUMS, TRUSTED_ROOT, *BUNDLE_FILES):
+    if name in (MANIFEST, README, SUMS, TRUSTED_ROOT, *UNSIGNED_FILES):
         return False
     return not any(name.startswith(p) for p in RESERVED_PREFIXES)
 
@@ -94,6 +103,33 @@ class RunAttestation:
     run_id: str
     dsse: dict[str, Any]
     sigstore: dict[str, Any]
+
+
+def add_timestamp(sigstore: dict[str, Any], token: bytes) -> None:
+    """Store an RFC 3161 token (DER TimeStampResp) in a Sigstore bundle, where verifiers look for it."""
+    data = sigstore["verificationMaterial"].setdefault("timestampVerificationData", {})
+    data.setdefault("rfc3161Timestamps", []).append({"signedTimestamp": base64.b64encode(token).decode("ascii")})
+
+
+def timestamp_tokens(sigstore: Any) -> list[bytes]:
+    """The RFC 3161 tokens of a Sigstore bundle (none: []); ValueError naming what is malformed."""
+    vm = sigstore.get("verificationMaterial") if isinstance(sigstore, dict) else None
+    data = vm.get("timestampVerificationData") if isinstance(vm, dict) else None
+    if data is None:
+        return []
+    items = data.get("rfc3161Timestamps", []) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("timestampVerificationData.rfc3161Timestamps is not a list")
+    if len(items) > MAX_TIMESTAMPS:
+        raise ValueError(f"holds {len(items)} timestamps, more than {MAX_TIMESTAMPS} (limit)")
+    tokens = []
+    for i, item in enumerate(items):
+        value = item.get("signedTimestamp") if isinstance(item, dict) else None
+        try:
+            tokens.append(base64.b64decode(value if isinstance(value, str) else "\0", validate=True))
+        except (binascii.Error, ValueError):
+            raise ValueError(f"rfc3161Timestamps[{i}].signedTimestamp is not base64") from None
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -280,11 +316,14 @@ def write_bundle(
     extra: Sequence[tuple[str, bytes]] = (),
     progress: Callable[[int], None] | None = None,
     log: LogMaterial | None = None,
+    timestamp: Callable[[bytes], bytes] | None = None,
 ) -> BundleSummary:
     """Write an auditor bundle to ``out`` (.tar.gz/.tgz, .tar, or a directory).
 
     With ``log``, the bundle carries the transparency log's checkpoint, leaf
     hashes and trusted root; the runs' Sigstore bundles carry their entries.
+    With ``timestamp`` (signature bytes -> DER RFC 3161 token), the bundle
+    statement's signature is timestamped into ``bundle.tsr``.
 
     ``open_blob(hex)`` opens one artefact by its SHA-256; each blob is streamed
     and re-hashed, and a mismatch with its run statement raises StoreError with
@@ -357,6 +396,8 @@ def write_bundle(
         sink.add_bytes(BUNDLE_PAYLOAD, payload)
         sink.add_bytes(BUNDLE_SIG, signature)
         sink.add_bytes(BUNDLE_DSSE, json_bytes(envelope))
+        if timestamp is not None:
+            sink.add_bytes(BUNDLE_TSR, timestamp(signature))
         path, archive_sha256 = sink.commit()
     except BaseException:
         sink.abort()

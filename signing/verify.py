@@ -1,8 +1,13 @@
 """Offline verification of an auditor bundle, with a per-artefact report.
 
-The trust anchor is the auditor's ``keys`` (keyid -> public key) only; the
+The trust anchor is the auditor's only: bare ``keys`` (keyid -> public key) or a
+trust file (keys with validity windows and revocations, log keys, TSA roots); the
 bundle's own keys/ are never trusted, nor its trusted_root.json: the
-transparency log is checked against the auditor's ``log_key`` (see verify_log).
+transparency log is checked against the auditor's ``log_key`` and timestamps
+against the auditor's TSA roots (see verify_log). ``bundle.tsr``, the token over
+``bundle.sig``, is the one member no statement covers (it timestamps the bundle
+statement's signature, so it cannot be inside it): it is trusted only if its
+imprint is that signature's and its TSA chains to the auditor's roots.
 Every problem becomes a :class:`Failure` naming the member; only unreadable
 input (InputError) and a missing trust anchor (UsageError) raise.
 """
@@ -12,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from affidavit.errors import InputError, UsageError
 from affidavit.signing.archive import Failure, ReadLimits, read_bundle
@@ -25,9 +32,11 @@ from affidavit.signing.bundle import (
     BUNDLE_FILES,
     BUNDLE_PAYLOAD,
     BUNDLE_SIG,
+    BUNDLE_TSR,
     FORMAT,
     FORMAT_VERSION,
     KEYS_PREFIX,
+    LOG_CHECKPOINT,
     LOG_FILES,
     MANIFEST,
     README,
@@ -36,13 +45,16 @@ from affidavit.signing.bundle import (
     RunPart,
     RUNS_PREFIX,
     SUMS,
+    UNSIGNED_FILES,
     artefact_member,
     manifest_artefacts,
     manifest_runs,
     run_member,
+    timestamp_tokens,
 )
 from affidavit.signing.dsse import PAYLOAD_TYPE, Envelope, EnvelopeFormatError, parse_envelope, verified_keyids
-from affidavit.signing.keys import PublicKey, keyid_of, load_public_key_pem
+from affidavit.signing.keys import PublicKey, algorithm_of, keyid_of, load_public_key_pem, verify_signature
+from affidavit.signing.limits import json_problem
 from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_statement
 from affidavit.signing.sigstore import SigstoreFormatError, envelope_of
 from affidavit.signing.statement import (
@@ -52,15 +64,24 @@ from affidavit.signing.statement import (
     parse_statement,
     subject_digests,
 )
-from affidavit.signing.tlog_entry import MAX_PROOF_HASHES
-from affidavit.signing.verify_log import BundleSource, LogCheck
-from affidavit.signing.verify_report import ArtefactResult, LogReport, RunSummary, VerifyReport
+from affidavit.signing.tlog_note import CheckpointError, log_id_of, parse_checkpoint
+from affidavit.signing.trust import TrustedKey, TrustStore
+from affidavit.signing.verify_log import BundleSource, LogCheck, TimeCheck, reread
+from affidavit.signing.verify_report import (
+    ArtefactResult,
+    ControlsReport,
+    LogReport,
+    RunSummary,
+    VerifyReport,
+    group_controls,
+)
 from affidavit.store.base import RunRecord
 
 __all__ = ["ArtefactResult", "Failure", "LogReport", "RunSummary", "VerifyReport", "verify_bundle"]
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 _KEY_NAME = re.compile(r"^keys/([0-9a-f]{64})\.pub\.pem$")
 _RUN_PARTS: tuple[RunPart, ...] = ("dsse", "sigstore", "payload", "sig")
+CATALOGS = "controls/"  # where an export puts the control catalogs and mappings in force
 
 
 @dataclass
@@ -72,11 +93,14 @@ class _RunState:
 
 
 class _Verifier:
-    def __init__(self, members: Mapping[str, Any], failures: list[Failure], keys: Mapping[str, PublicKey]) -> None:
+    def __init__(self, members: Mapping[str, Any], failures: list[Failure], keys: Mapping[str, PublicKey],
+                 max_json_depth: int = ReadLimits.max_json_depth) -> None:
         self.members = members
+        self.max_json_depth = max_json_depth
         self.failures = failures
         self.keys = keys
         self.log: LogCheck | None = None
+        self.times: TimeCheck | None = None  # timestamps and key windows
         self.once: set[tuple[str, str]] = set()
         self.signers: list[str] = []
         self.bundle_predicate: dict[str, Any] | None = None
@@ -104,10 +128,13 @@ class _Verifier:
         if data is None:
             return None
         try:
-            return json.loads(data)
+            obj = json.loads(data)
         except (ValueError, RecursionError):
             self.fail(name, "not valid JSON")
             return None
+        if obj is None:  # callers take None for "reported already"
+            self.fail(name, "is JSON null, not the document a bundle holds here")
+        return obj
 
     def check_digest(self, name: str, expected: str, who: str) -> bool:
         m = self.members.get(name)
@@ -128,6 +155,9 @@ class _Verifier:
         except EnvelopeFormatError as e:
             self.fail(name, f"malformed DSSE envelope ({e})")
             return None, []
+        if problem := json_problem(env.payload, self.max_json_depth):  # before anything parses the payload
+            self.fail(name, f"its payload: {problem}")
+            return None, []
         if env.payload_type != PAYLOAD_TYPE:
             self.fail(name, f"payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE}")
         good = verified_keyids(env, self.keys)
@@ -135,6 +165,25 @@ class _Verifier:
             ids = ", ".join(k or "(none)" for k, _ in env.signatures)
             self.fail(name, f"signature does not verify with any trusted key (signed by keyid {ids})")
         return env, good
+
+    def raw(self, name: str) -> bytes | None:
+        """An optional member's bytes (re-read if the reader only hashed it); None when absent or unreadable."""
+        m = self.members.get(name)
+        if m is None:
+            return None
+        data: bytes | None = m.data if m.data is not None or self.log is None else reread(self.log.source, m)
+        if data is None:
+            self.fail(name, "cannot be read (too large, or it changed while being verified)")
+        return data
+
+    def in_force(self, what: str, token_member: str, key_member: str, env: Envelope, good: list[str],
+                 stamped: bytes, tokens: list[bytes]) -> list[str]:
+        """The verified signers of ``env`` whose key was in force when they signed (see TimeCheck)."""
+        if self.times is None:
+            return good
+        # a token dates only the signature it was made over: a signer gets its time only if that signature is its own
+        pairs = [(k, stamped if tokens and verify_signature(self.keys[k], stamped, env.pae) else b"") for k in good]
+        return self.times.check(what, token_member, key_member, pairs, stamped, tokens)
 
     def same_bytes(self, name: str, expected: bytes, what: str) -> None:
         data = self.data(name, f"the raw {what} for OpenSSL users")
@@ -149,6 +198,9 @@ class _Verifier:
         env, self.signers = self.envelope(BUNDLE_DSSE, self.json(BUNDLE_DSSE, "the bundle's signed statement"))
         if env is None:
             return
+        token = self.raw(BUNDLE_TSR)
+        self.signers = self.in_force("the bundle statement", BUNDLE_TSR, BUNDLE_DSSE, env, self.signers,
+                                     env.signatures[0][1], [token] if token is not None else [])
         self.same_bytes(BUNDLE_PAYLOAD, env.payload, "payload")
         self.same_bytes(BUNDLE_SIG, env.signatures[0][1], "signature")
         try:
@@ -167,12 +219,12 @@ class _Verifier:
             self.fail(BUNDLE_DSSE, f"predicate says {pred.get('members')} members, the statement has {len(subjects)}")
         covered: set[str] = set()
         for name, hexd in subjects:
-            if name in covered or name in BUNDLE_FILES:
+            if name in covered or name in UNSIGNED_FILES:
                 self.fail(BUNDLE_DSSE, f"subject {name!r} is listed twice or names the statement itself")
             covered.add(name)
             self.check_digest(name, hexd, "the bundle statement")
         for name in self.members:
-            if name not in covered and name not in BUNDLE_FILES:
+            if name not in covered and name not in UNSIGNED_FILES:
                 self.fail(name, "not covered by any signed statement")
 
     def check_sums(self) -> None:
@@ -187,11 +239,11 @@ class _Verifier:
                 continue
             hexd, name = match.groups()
             listed.add(name)
-            if name in (SUMS, *BUNDLE_FILES):
+            if name in (SUMS, *UNSIGNED_FILES):
                 self.fail(SUMS, f"line {i} lists {name}, which it cannot cover")
             self.check_digest(name, hexd, "SHA256SUMS")
         for name in self.members:
-            if name not in listed and name not in (SUMS, *BUNDLE_FILES):
+            if name not in listed and name not in (SUMS, *UNSIGNED_FILES):
                 self.fail(name, "not listed in SHA256SUMS")
 
     # -- runs and artefacts -----------------------------------------------------
@@ -247,6 +299,13 @@ class _Verifier:
             self.fail(dsse_name, f"its statement is for run {record.run_id!r}, not {state.run_id!r}")
         if {d for _, d in subjects} != {a.digest for a in record.artefacts}:
             self.fail(dsse_name, "its subjects and its predicate's artefacts name different digests")
+        try:
+            tokens = timestamp_tokens(sigstore)
+        except ValueError as e:
+            self.fail(run_member(state.run_id, "sigstore"), f"verificationMaterial.{e}")
+            tokens = []
+        good = self.in_force(f"run {state.run_id}", run_member(state.run_id, "sigstore"), dsse_name, env, good,
+                             sig, tokens)
         state.record, state.signed = record, bool(good)
         who = f"run {state.run_id}"
         for _, hexd in subjects:
@@ -316,7 +375,7 @@ class _Verifier:
         keys = sorted(m[len(KEYS_PREFIX):-len(".pub.pem")] for m in self.members if _KEY_NAME.match(m))
         if obj.get("keys") != keys:
             self.fail(MANIFEST, f"keys is {obj.get('keys')!r}, the bundle holds {keys!r}")
-        standard = (MANIFEST, README, SUMS, *BUNDLE_FILES, *LOG_FILES)
+        standard = (MANIFEST, README, SUMS, *UNSIGNED_FILES, *LOG_FILES)
         folders = ("artefacts/", KEYS_PREFIX, RUNS_PREFIX)
         extra = sorted(m for m in self.members if m not in standard and not m.startswith(folders))
         if not isinstance(obj.get("extra"), list) or sorted(map(str, obj["extra"])) != extra:
@@ -368,39 +427,79 @@ class _Verifier:
                 artefacts.append(ArtefactResult(a.name, f"sha256:{a.digest}", run_id, a.controls, ok and intact))
         pred = self.bundle_predicate or {}
         created, agent = pred.get("created"), pred.get("agent")
+        named = [c for a in artefacts if a.ok for c in a.controls]
+        times = self.times
         return VerifyReport(not self.failures, path, tuple(self.failures), tuple(self.signers), tuple(runs),
                             tuple(artefacts), created if isinstance(created, str) else None,
-                            agent if isinstance(agent, str) else None, log)
+                            agent if isinstance(agent, str) else None, log,
+                            tuple(times.keys()) if times else (), tuple(times.stamps) if times else (),
+                            group_controls(named, self.catalogs(bad)) if named else ControlsReport())
+
+    def catalogs(self, bad: set[str]) -> list[tuple[str, bytes]]:
+        """The bundle's control catalogs that its statement covers and that are intact, built-in ones first."""
+        if not self.signers or self.log is None:
+            return []
+        names = sorted((n for n in self.members if n.startswith(CATALOGS) and n.endswith(".yaml") and n not in bad),
+                       key=lambda n: (not n.startswith(CATALOGS + "builtin/"), n))
+        out = []
+        for name in names:
+            m = self.members[name]
+            data = m.data if m.data is not None else reread(self.log.source, m)
+            if data is not None:
+                out.append((name, data))
+        return out
 
 
 def verify_bundle(
     path: Path,
-    keys: Mapping[str, PublicKey],
+    keys: Mapping[str, PublicKey] | TrustStore,
     *,
     progress: Callable[[int], None] | None = None,
     limits: ReadLimits = ReadLimits(),
     log_key: PublicKey | None = None,
     checkpoint: str | None = None,
-    max_proof_hashes: int = MAX_PROOF_HASHES,
+    max_proof_hashes: int | None = None,
+    tsa_roots: Sequence[x509.Certificate] = (),
+    key_sources: Mapping[str, str] | None = None,
 ) -> VerifyReport:
-    """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trusted keys.
+    """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trust anchor.
 
-    ``log_key`` is the transparency log's public key (without it the log is
+    ``keys`` is either bare trusted keys (keyid -> public key: no validity
+    window) or a :class:`TrustStore` (a trust file: keys with windows and
+    revocations, log keys, TSA roots). ``tsa_roots`` add TSA roots; every RFC
+    3161 token is verified against them and gives its signature a trusted time,
+    against which each key's window and revocation are checked (without one, a
+    revoked key's signatures fail). ``key_sources`` (keyid -> "trust file" /
+    "--key") label the keys in the report.
+
+    ``log_key`` is the transparency log's public key (default: the trust
+    store's log key the bundle's checkpoint names; without one the log is
     reported "not checked"); ``checkpoint`` an older signed checkpoint of that
     log the auditor kept, which the bundle's log must extend. ``progress``
-    receives the bytes read (increments). Raises UsageError with no trust
+    receives the bytes read (increments); ``limits`` bound what reading and
+    checking may cost (``max_proof_hashes``, if given, overrides its proof
+    length). Raises UsageError with no trust
     anchor, or a checkpoint without a log key, and InputError when ``path`` is
     not a readable bundle; every other problem is a Failure in the report.
     """
-    if not keys:
+    trust = keys if isinstance(keys, TrustStore) else \
+        TrustStore({k: TrustedKey(k, pk, algorithm_of(pk)) for k, pk in keys.items()}, {})
+    if not trust.keys:
         raise UsageError("no trust anchor: pass --key PEM or --trust FILE")
-    if checkpoint is not None and log_key is None:
+    if checkpoint is not None and log_key is None and not trust.log_keys:
         raise UsageError("--checkpoint needs --log-key: a checkpoint is only worth its log's signature",
                          hint="pass the log's public key (`affidavit-log.pub.pem`) with --log-key")
+    sources = key_sources or dict.fromkeys(trust.keys, "trust file" if isinstance(keys, TrustStore) else "--key")
     contents = read_bundle(path, limits=limits, progress=progress)
-    v = _Verifier(contents.members, list(contents.failures), keys)
+    if log_key is None and trust.log_keys:
+        log_key = _log_key_for(contents.members, trust)
+    v = _Verifier(contents.members, list(contents.failures), trust.public_keys(), limits.max_json_depth)
     v.log = LogCheck(contents.members, v.fail, BundleSource(contents.source, contents.kind, limits.max_metadata_bytes),
-                     log_key, checkpoint, max_proof_hashes)
+                     log_key, checkpoint, limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes)
+    v.times = TimeCheck(trust, (*trust.tsa_roots, *tsa_roots), v.fail, sources)
+    if log_key is not None and (problem := trust.check_log_key_time(keyid_of(log_key), None)) \
+            and keyid_of(log_key) in trust.log_keys:
+        v.fail(LOG_CHECKPOINT, f"signed by a log key you no longer trust: {problem}")
     v.check_bundle_statement()
     v.check_sums()
     v.log.check_material()
@@ -408,3 +507,14 @@ def verify_bundle(
     v.check_keys()
     v.check_manifest()
     return v.report(path)
+
+
+def _log_key_for(members: Mapping[str, Any], trust: TrustStore) -> PublicKey:
+    """The trusted log key whose id the bundle's checkpoint names (else one of them, for a precise failure)."""
+    keys = [trust.log_keys[k].public_key for k in sorted(trust.log_keys)]
+    m = members.get(LOG_CHECKPOINT)
+    try:
+        hint = parse_checkpoint(m.data.decode("utf-8")).key_hint if m is not None and m.data is not None else b""
+    except (UnicodeDecodeError, CheckpointError):
+        hint = b""
+    return next((k for k in keys if log_id_of(k)[:4] == hint), keys[0])

@@ -9,6 +9,11 @@ log index in the leaves, and proves inclusion against the bundle's checkpoint
 checkpoint, the consistency proof from it to the bundle's checkpoint is computed
 from the leaves and verified, so a deleted or rewritten entry shows. Without a
 log key the structure is still checked, but the log is reported "not checked".
+
+:class:`TimeCheck` is the other "when" evidence: each verified signature's RFC 3161
+tokens, checked against the auditor's TSA roots, give it a trusted signing time,
+and the auditor's trust anchor (keys with validity windows and revocations) then
+says whether its key was in force (``TrustStore.check_signature_time``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,7 +45,16 @@ from affidavit.signing.tlog_entry import API_VERSION, KIND, MAX_PROOF_HASHES, TR
     TlogEntryError, dsse_body_problem, parse_tlog_entry
 from affidavit.signing.tlog_note import Checkpoint, CheckpointError, is_log_key, log_id_of, parse_checkpoint, \
     verify_checkpoint
-from affidavit.signing.verify_report import CONSISTENCY_NOT_CHECKED, LOG_ABSENT, LOG_NOT_CHECKED, LogReport
+from affidavit.signing.trust import TrustStore
+from affidavit.signing.verify_report import (
+    CONSISTENCY_NOT_CHECKED,
+    LOG_ABSENT,
+    LOG_NOT_CHECKED,
+    TIMESTAMPS_NOT_CHECKED,
+    KeyReport,
+    LogReport,
+    TimestampReport,
+)
 
 YOUR_CHECKPOINT = "(--checkpoint)"  # the member name of failures about the auditor's own checkpoint
 
@@ -54,7 +70,7 @@ class BundleSource:
 
 def reread(source: BundleSource, member: Member) -> bytes | None:
     """The bytes of a member whose content the reader did not keep; None if unreadable or changed since."""
-    if member.size > source.max_bytes:
+    if member.size > source.max_bytes or member.refused:  # refused: over a limit, or JSON not to be parsed
         return None
     data: bytes | None = None
     try:
@@ -324,3 +340,72 @@ class LogCheck:
                                        f"entries logged before it were removed or rewritten ({e})")
             return "failed"
         return f"verified from size {old.size}"
+
+
+class TimeCheck:
+    """Timestamps and key windows for every signature verify accepts (see the module docstring).
+
+    A token that does not verify (another signature's, an untrusted TSA's, a
+    damaged one) is a failure of the member holding it. Without TSA roots the
+    tokens are "not checked" and the signatures count as untimestamped.
+    """
+
+    def __init__(self, trust: TrustStore, roots: Sequence[x509.Certificate], fail: Callable[[str, str], None],
+                 sources: Mapping[str, str]) -> None:
+        self.trust, self.roots, self.fail, self.sources = trust, tuple(roots), fail, sources
+        self.stamps: list[TimestampReport] = []
+        self.signed: dict[str, list[str]] = {}  # keyid -> what it signed while in force
+        self.refused: dict[str, list[str]] = {}  # keyid -> what it signed outside its window or once revoked
+
+    def check(self, what: str, token_member: str, key_member: str, signed: Sequence[tuple[str, bytes]],
+              stamped: bytes, tokens: Sequence[bytes]) -> list[str]:
+        """The keyids of ``signed`` (verified (keyid, signature) pairs) whose key was in force when they signed.
+
+        ``tokens`` timestamp the signature ``stamped``; the earliest verified one
+        is its trusted signing time. When no signer was in force, ``key_member``
+        fails with the reasons.
+        """
+        times = self._verify_tokens(what, token_member, stamped, tokens)
+        signed_at = min(times) if times else None
+        good, problems = [], []
+        for keyid, signature in signed:
+            problem = self.trust.check_signature_time(keyid, signed_at if signature == stamped else None)
+            (self.refused if problem else self.signed).setdefault(keyid, []).append(what)
+            if problem is None:
+                good.append(keyid)
+            else:
+                problems.append(problem)
+        if problems and not good:
+            unchecked = tokens and not self.roots
+            self.fail(key_member, "; ".join(problems) + (" (the bundle carries a timestamp for it: pass --tsa-roots "
+                                                         "to check it)" if unchecked else ""))
+        return good
+
+    def _verify_tokens(self, what: str, member: str, signature: bytes, tokens: Sequence[bytes]) -> list[datetime]:
+        from affidavit.signing.tsa import TimestampError, verify_timestamp
+
+        times = []
+        for i, token in enumerate(tokens, 1):
+            if not self.roots:
+                self.stamps.append(TimestampReport(what, member, TIMESTAMPS_NOT_CHECKED))
+                continue
+            try:
+                info = verify_timestamp(token, signature, self.roots)
+            except TimestampError as e:
+                which = f"timestamp token {i} of {len(tokens)}" if len(tokens) > 1 else "its timestamp token"
+                self.fail(member, f"{which} does not prove when {what} was signed: {e}")
+                self.stamps.append(TimestampReport(what, member, "failed", reason=str(e)))
+                continue
+            times.append(info.time)
+            self.stamps.append(TimestampReport(what, member, "verified", info.time, info.tsa_subject))
+        return times
+
+    def keys(self) -> list[KeyReport]:
+        """Every trusted key that made a verified signature here, with its window."""
+        out = []
+        for keyid in sorted({*self.signed, *self.refused}):
+            k = self.trust.keys[keyid]
+            out.append(KeyReport(keyid, self.sources.get(keyid, "trust file"), k.not_before, k.not_after,
+                                 k.revoked_at, k.comment, tuple(self.signed.get(keyid, ())),
+                                 tuple(self.refused.get(keyid, ()))))
+        return out

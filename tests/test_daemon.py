@@ -58,7 +58,12 @@ def test_daemon_schedules_survives_failures_and_stops_on_sigterm(tmp_path: Path,
         assert proc.poll() is None  # a failing source did not stop the daemon
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a hung daemon behind
+            out, err = proc.communicate()
+            raise AssertionError(f"the daemon did not stop within 60 s of SIGTERM: {err}") from None
     assert proc.returncode == 0, err
     # stopped cleanly: the store is consistent, no half-written run
     fsck = subprocess.run([affidavit_bin(), "store", "fsck", "--key", "affidavit.pub.pem"], cwd=work, env=env,
