@@ -204,7 +204,9 @@ def run_source(
                             f"be timestamped): {e.diagnostics()}")
             return result
     if tlog is not None:
-        bundle["verificationMaterial"]["tlogEntries"] = [tlog.commit(run_id, envelope, signer.public_key)]
+        bundle["verificationMaterial"]["tlogEntries"] = [
+            tlog.commit(run_id, envelope, signer.public_key,
+                        bundle["verificationMaterial"].get("timestampVerificationData"))]
     store.put_attestation(run_id, envelope, bundle)
     store.index_run(run)
     if tlog is not None:

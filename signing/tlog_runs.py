@@ -71,13 +71,18 @@ class RunLog:
     def close(self) -> None:
         self.log.close()
 
-    def commit(self, run_id: str, envelope: dict[str, Any], signer_key: PublicKey) -> dict[str, Any]:
-        """Log a signed run (the commit point); return its tlogEntry. Call :meth:`stored` once it is stored."""
+    def commit(self, run_id: str, envelope: dict[str, Any], signer_key: PublicKey,
+               timestamps: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Log a signed run (the commit point); return its tlogEntry. Call :meth:`stored` once it is stored.
+
+        ``timestamps`` (the bundle's timestampVerificationData) is kept with the
+        pending record, so a run finished after a crash keeps its RFC 3161 tokens.
+        """
         self.finish_pending()
         body = dsse_body(envelope, signer_key)
         when = int(self.clock().timestamp())
         index = self.log.size
-        self.log.set_pending(Pending(index, run_id, envelope))
+        self.log.set_pending(Pending(index, run_id, envelope, timestamps))
         self.log.append([(run_id, body, when)], self.signer)
         logger.info("logged run %s as entry %d of %s", run_id, index, self.log.meta.origin)
         return entry_for(self.log, index, run_id, body, when)
@@ -109,6 +114,8 @@ class RunLog:
         dsse_path, _ = self.store.attestation_paths(pending.run_id)
         if not dsse_path.exists():
             bundle = make_bundle(pending.envelope, keyid)
+            if pending.timestamps is not None:
+                bundle["verificationMaterial"]["timestampVerificationData"] = pending.timestamps
             bundle["verificationMaterial"]["tlogEntries"] = [
                 entry_for(self.log, record.index, record.run_id, record.body, record.integrated_time)]
             self.store.put_attestation(pending.run_id, pending.envelope, bundle)

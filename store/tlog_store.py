@@ -87,6 +87,8 @@ class Pending:
     index: int
     run_id: str
     envelope: dict[str, Any]
+    # the Sigstore bundle's timestampVerificationData (RFC 3161 tokens), when the run has any
+    timestamps: dict[str, Any] | None = None
 
 
 class LogStore:
@@ -273,7 +275,9 @@ class LogStore:
         path = self.dir / PENDING
         try:
             obj = json.loads(path.read_bytes())
-            return Pending(int(obj["index"]), str(obj["run_id"]), dict(obj["envelope"]))
+            ts = obj.get("timestamps")
+            return Pending(int(obj["index"]), str(obj["run_id"]), dict(obj["envelope"]),
+                           dict(ts) if ts is not None else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -281,8 +285,8 @@ class LogStore:
 
     def set_pending(self, pending: Pending) -> None:
         self._writable()
-        data = json.dumps({"index": pending.index, "run_id": pending.run_id, "envelope": pending.envelope},
-                          sort_keys=True).encode("utf-8")
+        data = json.dumps({"index": pending.index, "run_id": pending.run_id, "envelope": pending.envelope,
+                           "timestamps": pending.timestamps}, sort_keys=True).encode("utf-8")
         self._guard(lambda: write_atomically(self.dir / PENDING, data), "record the run being logged")
 
     def clear_pending(self) -> None:

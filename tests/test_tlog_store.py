@@ -522,3 +522,24 @@ def test_a_commit_that_fails_after_the_rename_stays_committed(tmp_path: Path, mo
     with LogStore.open(ls.store.root) as log:
         assert log.size == 2 and [r.run_id for r in log.records()] == ["a", "b"]
         assert (ls.store.root / "log" / "leaves.bin").stat().st_size == 64
+
+
+def test_a_run_finished_after_a_crash_keeps_its_timestamps(tmp_path: Path) -> None:
+    ls = logged_store(tmp_path)
+    (run_id,) = (r.run_id or "" for r in ls.collect(1))
+    dsse_path, bundle_path = ls.store.attestation_paths(run_id)
+    envelope = json.loads(dsse_path.read_bytes())
+    tokens = {"rfc3161Timestamps": [{"signedTimestamp": "MAMCAQA="}]}
+    for path in (dsse_path, bundle_path):  # as if the process died after logging, before storing
+        os.chmod(path, 0o644)
+        path.unlink()
+    with ls.store.lock(5):
+        tlog = ls.open_log()
+        try:
+            tlog.log.set_pending(Pending(0, run_id, envelope, tokens))
+        finally:
+            tlog.close()
+        ls.open_log().close()  # the next process finishes the pending run
+    bundle = json.loads(bundle_path.read_bytes())
+    assert bundle["verificationMaterial"]["timestampVerificationData"] == tokens
+    assert bundle["verificationMaterial"]["tlogEntries"][0]["logIndex"] in (0, "0")
