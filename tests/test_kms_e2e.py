@@ -129,9 +129,13 @@ def test_collect_export_verify_with_a_kms_key(tmp_path: Path, moto_url: str, kms
     pw.rename(work.dir / "elsewhere")
     res = work.run("collect", "--source", "policies")
     assert res.code == 2 and "error: no passphrase for the transparency log key" in res.stderr
-    # commands that cannot sign through KMS yet say so in one line
     res = work.run("evidence", "add", "docs/ai-policy.md", "--control", "common:CC-AI-POLICY")
-    assert res.code == 2 and "this command cannot sign with a KMS key yet" in res.stderr
+    assert res.code == 2 and "error: no passphrase for the transparency log key" in res.stderr
+    # manual evidence signs through KMS like collect does
+    (work.dir / "elsewhere").rename(pw)
+    res = work.run("evidence", "add", "docs/ai-policy.md", "--control", "common:CC-AI-POLICY")
+    assert res.code == 0, res.stderr
+    assert "signed manual/ai-policy.md" in res.stdout
 
 
 def test_log_key_in_kms_too_needs_no_passphrase_at_all(tmp_path: Path, moto_url: str,
