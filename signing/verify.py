@@ -495,7 +495,8 @@ def verify_bundle(
         log_key = _log_key_for(contents.members, trust)
     v = _Verifier(contents.members, list(contents.failures), trust.public_keys(), limits.max_json_depth)
     v.log = LogCheck(contents.members, v.fail, BundleSource(contents.source, contents.kind, limits.max_metadata_bytes),
-                     log_key, checkpoint, limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes)
+                     log_key, checkpoint, limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes,
+                     limits.max_json_depth)
     v.times = TimeCheck(trust, (*trust.tsa_roots, *tsa_roots), v.fail, sources)
     if log_key is not None and (problem := trust.check_log_key_time(keyid_of(log_key), None)) \
             and keyid_of(log_key) in trust.log_keys:

@@ -39,6 +39,7 @@ from affidavit.signing.archive import BundleKind, Member, normalise_name
 from affidavit.signing.bundle import LOG_CHECKPOINT, LOG_FILES, LOG_LEAVES, MANIFEST, TRUSTED_ROOT, run_member
 from affidavit.signing.dsse import Envelope
 from affidavit.signing.keys import PublicKey
+from affidavit.signing.limits import VerifyLimits, json_problem
 from affidavit.signing.tlog import HASH_SIZE, MemoryTree, ProofError, leaf_hash, verify_consistency, \
     verify_inclusion
 from affidavit.signing.tlog_entry import API_VERSION, KIND, MAX_PROOF_HASHES, TRUSTED_ROOT_MEDIA_TYPE, \
@@ -97,8 +98,10 @@ class LogCheck:
 
     def __init__(self, members: dict[str, Member], fail: Callable[[str, str], None], source: BundleSource,
                  log_key: PublicKey | None, old_checkpoint: str | None,
-                 max_proof_hashes: int = MAX_PROOF_HASHES) -> None:
+                 max_proof_hashes: int = MAX_PROOF_HASHES,
+                 max_json_depth: int = VerifyLimits.max_json_depth) -> None:
         self.members, self._fail, self.source = members, fail, source
+        self.max_json_depth = max_json_depth
         self.log_key, self.old_checkpoint, self.max_proof_hashes = log_key, old_checkpoint, max_proof_hashes
         self.failed = False
         self.present = False
@@ -270,6 +273,9 @@ class LogCheck:
             self.fail(name, f"its log entry is in log {e.log_id.hex()}, not the trusted log {self.log_id.hex()}")
             return None
         sig = next((s for k, s in env.signatures if k == hint), env.signatures[0][1])
+        if problem := json_problem(e.body, self.max_json_depth):  # before it is parsed (and re-serialised)
+            self.fail(name, f"tlogEntries[0].canonicalizedBody: {problem}")
+            return None
         problem = dsse_body_problem(e.body, envelope, env.payload, base64.b64encode(sig).decode("ascii"), hint)
         if problem:
             self.fail(name, f"its log entry is not this run's: {problem}")
