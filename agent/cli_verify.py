@@ -58,9 +58,16 @@ def _trust_anchor(cwd: Path, keys: tuple[Path, ...], trust_file: Path | None, lo
                    "(needs --log-key).")
 @click.option("--json", "as_json", is_flag=True, help="The full report as JSON on stdout.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--max-members", type=click.IntRange(min=1), help="Refuse bundles with more members [1,000,000].")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Refuse bundles expanding past this many bytes [64 GiB].")
+@click.option("--max-json-bytes", type=click.IntRange(min=1), help="Largest JSON/metadata member read [64 MiB].")
+@click.option("--max-json-depth", type=click.IntRange(min=1), help="Deepest JSON nesting accepted [64].")
+@click.option("--max-proof-hashes", type=click.IntRange(min=0), help="Longest log proof accepted [64].")
 @pass_app
 def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | None, log_key: Path | None,
-           tsa_roots: Path | None, checkpoint: Path | None, as_json: bool, progress: bool | None) -> None:
+           tsa_roots: Path | None, checkpoint: Path | None, as_json: bool, progress: bool | None,
+           max_members: int | None, max_bytes: int | None, max_json_bytes: int | None,
+           max_json_depth: int | None, max_proof_hashes: int | None) -> None:
     """Verify an auditor bundle (.tar.gz, .tar or directory) or a store, offline.
 
     Checks every signature against the keys you pass with --key or --trust,
@@ -75,8 +82,11 @@ def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | No
     paper, then a line per artefact (--json: the same as JSON).
     Exit 0 VALID, 1 INVALID, 2 usage error or unreadable input.
     """
+    from affidavit.signing.limits import limits_from_options
     from affidavit.signing.verify import verify_bundle
 
+    limits = limits_from_options(max_members=max_members, max_bytes=max_bytes, max_json_bytes=max_json_bytes,
+                                 max_json_depth=max_json_depth, max_proof_hashes=max_proof_hashes)
     trust, sources, log_public = _trust_anchor(app.cwd, keys, trust_file, log_key, tsa_roots)
     old_checkpoint = _checkpoint(app.cwd, checkpoint, log_public is not None or bool(trust.log_keys))
     target = app.cwd / target
@@ -93,14 +103,18 @@ def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | No
                       console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("verify", total=None)
             report = verify_bundle(target, trust, progress=lambda n: bar.advance(task, n), log_key=log_public,
-                                   checkpoint=old_checkpoint, key_sources=sources)
+                                   checkpoint=old_checkpoint, key_sources=sources, limits=limits)
     else:
-        report = verify_bundle(target, trust, log_key=log_public, checkpoint=old_checkpoint, key_sources=sources)
+        report = verify_bundle(target, trust, log_key=log_public, checkpoint=old_checkpoint, key_sources=sources,
+                               limits=limits)
     if as_json:
         emit_json(report.to_json())
     else:
+        from affidavit.signing.archive import printable
+
         for line in report.report_lines():
-            click.echo(line)
+            # names and reasons come from the bundle: no escape sequence reaches the auditor's terminal
+            click.echo(printable(line, limit=1_000_000))
     click.get_current_context().exit(0 if report.valid else 1)
 
 
