@@ -53,6 +53,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from affidavit.signing import atomic
 from affidavit.errors import InputError, SigningKeyError
 from affidavit.signing.keys import ALGORITHMS, Algorithm, PublicKey, algorithm_of, keyid_of, public_pem
 from affidavit.signing.predicate import utc_iso
@@ -447,24 +448,7 @@ class KeyHistory:
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic.write_atomically(path, data, mode)
     except OSError as e:
         raise SigningKeyError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import IO, Any, BinaryIO
 
 from affidavit.errors import InputError, StoreError
+from affidavit.signing.atomic import fsync_dir
 from affidavit.signing.dsse import verified_keyids
 from affidavit.signing.hashing import sha256_file, sha256_stream
 from affidavit.signing.keys import PublicKey, keyid_of
@@ -71,14 +72,6 @@ def check_run_id(run_id: str) -> str:
 def attestation_json(obj: dict[str, Any]) -> bytes:
     """The exact bytes an attestation file holds."""
     return json.dumps(obj, indent=2, sort_keys=True).encode("utf-8")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:

@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from affidavit.errors import StoreError
+from affidavit.signing.atomic import fsync_dir, write_atomically
 
 DAMAGED_HINT = "restore the store's log/ folder from a backup; `affidavit store fsck` shows what else is affected"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}.{secrets.token_hex(4)}")
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 class Column:

@@ -47,8 +47,8 @@ from affidavit.signing.tlog import (
 )
 from affidavit.signing.tlog_note import Checkpoint, CheckpointError, check_origin, log_id_of, sign_checkpoint, \
     verify_checkpoint
-from affidavit.store.tlog_files import DAMAGED_HINT, Column, fsync_dir, internal_nodes, node_position, \
-    write_atomically
+from affidavit.signing.atomic import fsync_dir, write_atomically
+from affidavit.store.tlog_files import DAMAGED_HINT, Column, internal_nodes, node_position
 
 logger = logging.getLogger(__name__)
 

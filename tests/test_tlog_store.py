@@ -496,7 +496,7 @@ def test_store_log_origin_and_key_only(tmp_path: Path) -> None:
 
 
 def test_a_commit_that_fails_after_the_rename_stays_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import affidavit.store.tlog_files as files
+    import affidavit.signing.atomic as files  # where the log's durable writes happen
 
     ls = logged_store(tmp_path)
     with open_writer(ls) as log:
