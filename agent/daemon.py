@@ -76,10 +76,12 @@ class Daemon:
         self.log_signer = log_signer_loader(loaded, env, None, self.log_notes)
         self.health = Health(health_file, clock())
         self.scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
+        self.triggers: dict[str, Any] = {}
         for src in loaded.config.sources:
             schedule = src.schedule or loaded.collectors[src.type].default_schedule
+            self.triggers[src.name] = trigger_for(schedule)
             self.scheduler.add_job(
-                self.run_source, trigger_for(schedule), args=[src], id=src.name, name=src.name,
+                self.run_source, self.triggers[src.name], args=[src], id=src.name, name=src.name,
                 coalesce=True, max_instances=1, misfire_grace_time=3600, next_run_time=clock(),
             )
             self.health.record(src.name, schedule=schedule, status="scheduled")
@@ -101,8 +103,9 @@ class Daemon:
             log.error("source %s failed: %s", src.name, error)
         else:
             log.info("source %s: %s (run %s)", src.name, status, run_id)
-        job = self.scheduler.get_job(src.name)
-        nxt = getattr(job, "next_run_time", None) if job else None
+        # from the trigger, not scheduler.get_job(): that takes the job-store lock, which
+        # shutdown(wait=True) holds while it waits for this very job (a deadlock on SIGTERM)
+        nxt = self.triggers[src.name].get_next_fire_time(None, self.clock())
         self.health.record(src.name, last_run=utc_iso(started), status=status, error=error, run_id=run_id,
                            next_run=utc_iso(nxt) if nxt else None)
 

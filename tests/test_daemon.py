@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -75,3 +76,42 @@ def test_triggers() -> None:
     assert trigger_for("every 90s").interval.total_seconds() == 90
     cron = trigger_for("0 3 * * *")
     assert str(cron) == "cron[month='*', day='*', day_of_week='*', hour='3', minute='0']"
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_during_a_running_collection_waits_for_it_then_stops(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the job used to ask the scheduler for its next run time while shutdown held the
+    scheduler's lock waiting for that job: SIGTERM during a collection hung the daemon."""
+    import threading
+
+    import affidavit.agent.daemon as daemon_mod
+    from affidavit.agent.pipeline import RunResult
+    from affidavit.agent.runner import CollectReport
+    from affidavit.config.loader import load_config
+    from affidavit.signing.keys import LocalSigner, generate_private_key
+
+    (tmp_path / "affidavit.yaml").write_text(
+        "sources:\n  - {name: docs, type: files, paths: ['*.md'], schedule: 'every 1h'}\n")
+    loaded = load_config(tmp_path / "affidavit.yaml", cwd=tmp_path, env={})
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_collect(loaded: object, signer: object, sources: list[object], **kw: object) -> CollectReport:
+        started.set()
+        time.sleep(1.0)  # SIGTERM arrives while this runs
+        finished.set()
+        return CollectReport(tmp_path, [RunResult("docs", "files", "empty")])
+
+    monkeypatch.setattr(daemon_mod, "collect", slow_collect)
+    d = daemon_mod.Daemon(loaded, LocalSigner(generate_private_key()), tmp_path / "health.json", {})
+    threading.Thread(target=lambda: (started.wait(10), os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start()
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        d.run()  # returns only after the running collection finished
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])
+    assert finished.is_set()
+    health = json.loads((tmp_path / "health.json").read_text())
+    assert health["sources"]["docs"]["status"] == "empty"
+    assert health["sources"]["docs"]["next_run"]  # computed without the scheduler's lock
