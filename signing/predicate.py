@@ -90,6 +90,32 @@ def _kind_problem(obj: Any, field: str, kind: type | tuple[type, ...], optional:
     return None
 
 
+def _artefact_ok(a: Any) -> bool:
+    """Whether one ``predicate.artefacts[]`` entry passes every check of :func:`predicate_problem` (fast path)."""
+    if not isinstance(a, dict):
+        return False
+    get = a.get
+    digest, size, eff, ttl = get("digest"), get("size"), get("effective"), get("ttl")
+    if not (isinstance(digest, str) and isinstance(get("name"), str) and isinstance(get("media_type"), str)
+            and isinstance(get("collector"), str) and isinstance(get("collected"), str)):
+        return False
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return False
+    if ttl is not None and not isinstance(ttl, str):
+        return False
+    if eff is not None and (not isinstance(eff, dict) or not isinstance(eff.get("from"), (str, type(None)))
+                            or not isinstance(eff.get("to"), (str, type(None)))):
+        return False
+    for f, item in (("controls", str), ("findings", dict), ("redactions", dict)):
+        value = get(f, [])
+        if not isinstance(value, list):
+            return False
+        for x in value:
+            if not isinstance(x, item):
+                return False
+    return digest.startswith("sha256:") and HEX64_RE.match(digest[7:]) is not None
+
+
 def predicate_problem(stmt: dict[str, Any]) -> str | None:
     """What is wrong with the types of an evidence statement's predicate, or None.
 
@@ -109,6 +135,8 @@ def predicate_problem(stmt: dict[str, Any]) -> str | None:
     if not isinstance(arts, list) or not arts:
         return "artefacts is missing or not a non-empty list"
     for i, a in enumerate(arts):
+        if _artefact_ok(a):  # the usual case, decided without building the messages
+            continue
         if not isinstance(a, dict):
             return f"artefacts[{i}] is not an object"
         checks = [_kind_problem(a, f, str) for f in ("digest", "name", "media_type", "collector", "collected")]
@@ -132,12 +160,27 @@ def predicate_problem(stmt: dict[str, Any]) -> str | None:
 
 def run_from_statement(payload: bytes, keyid: str, statement_sha256: str) -> RunRecord:
     """Rebuild a run's records from its signed statement payload (raises ValueError on a bad shape)."""
-    stmt = parse_statement(payload)
+    return run_from_parsed(parse_statement(payload), keyid, statement_sha256)
+
+
+def run_from_parsed(stmt: dict[str, Any], keyid: str, statement_sha256: str, *, checked: bool = False) -> RunRecord:
+    """:func:`run_from_statement` for a statement ``parse_statement`` already returned (parsed once).
+
+    ``checked``: the caller has already found ``predicate_problem(stmt)`` to be None.
+    """
     if stmt["predicateType"] != EVIDENCE_PREDICATE:
         raise ValueError(f"predicateType is {stmt['predicateType']!r}, not an evidence statement")
-    if problem := predicate_problem(stmt):
+    if not checked and (problem := predicate_problem(stmt)):
         raise ValueError(f"evidence predicate: {problem}")
     p = stmt["predicate"]
+    times: dict[str, datetime] = {}  # a run's artefacts mostly share a few timestamps: parse each once
+
+    def when(text: str) -> datetime:
+        t = times.get(text)
+        if t is None:
+            t = times[text] = parse_utc(text)
+        return t
+
     try:
         run_id = p["run_id"]
         arts = []
@@ -151,11 +194,11 @@ def run_from_statement(payload: bytes, keyid: str, statement_sha256: str) -> Run
                     media_type=e["media_type"],
                     size=int(e["size"]),
                     collector=e["collector"],
-                    collected_at=parse_utc(e["collected"]),
+                    collected_at=when(e["collected"]),
                     controls=tuple(e.get("controls", ())),
                     findings=tuple(e.get("findings", ())),
-                    effective_from=parse_utc(eff["from"]) if eff.get("from") else None,
-                    effective_to=parse_utc(eff["to"]) if eff.get("to") else None,
+                    effective_from=when(eff["from"]) if eff.get("from") else None,
+                    effective_to=when(eff["to"]) if eff.get("to") else None,
                     ttl=e.get("ttl"),
                     redactions=tuple(e.get("redactions", ())),
                 )
