@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from botocore.stub import Stubber
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
-from moto.server import ThreadedMotoServer
 
 from affidavit.errors import AuthError, RetriableError, SigningKeyError
 from affidavit.signing.dsse import parse_envelope, sign_envelope, verified_keyids
@@ -39,27 +37,12 @@ from affidavit.signing.kms import (
 )
 from conftest import require_tool
 
+from moto_server import free_port, moto_url  # noqa: F401  (moto_url: the shared server fixture)
+
 REGION = "us-east-1"
 STATEMENT = b'{"_type": "https://in-toto.io/Statement/v1", "subject": []}'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """A real moto server on a free loopback port for the whole session."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _session() -> boto3.Session:
@@ -223,7 +206,7 @@ def test_no_region_is_a_signing_key_error(no_aws_env: None) -> None:
 
 
 def test_kms_unreachable_is_retriable() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RetriableError, match="cannot reach AWS KMS to read the public key with key alias/x"):
         signer_from_uri("awskms://alias/x", endpoint_url=url, session=_session())
 

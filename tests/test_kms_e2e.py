@@ -11,7 +11,6 @@ keeps the bundle statement under 4 KB; the DIGEST path is tested in test_kms.py.
 from __future__ import annotations
 
 import json
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,34 +20,19 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
-from moto.server import ThreadedMotoServer
 from test_timestamps_e2e import Work, make_work
 
 from affidavit.signing.keys import keyid_of, load_public_key_pem
 from affidavit.signing.kms import RAW_MESSAGE_LIMIT
 from affidavit.signing.trust import TrustStore
 
+from moto_server import free_port, moto_url  # noqa: F401  (moto_url: the shared server fixture)
+
 REGION = "us-east-1"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
            "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -164,7 +148,7 @@ def test_kms_errors_are_one_clean_line(tmp_path: Path, moto_url: str) -> None:
     assert "KMS key alias/does-not-exist does not exist" in res.stderr and "Traceback" not in res.stderr
     assert not (work.dir / "store").exists()
 
-    work = kms_work(tmp_path / "down", f"http://127.0.0.1:{_free_port()}", "awskms://alias/affidavit-e2e")
+    work = kms_work(tmp_path / "down", f"http://127.0.0.1:{free_port()}", "awskms://alias/affidavit-e2e")
     res = work.run("collect")
     assert res.code != 0 and "cannot reach AWS KMS to read the public key with key alias/affidavit-e2e" in res.stderr
     assert not (work.dir / "store").exists()
