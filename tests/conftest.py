@@ -6,10 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+
+from affidavit.signing.keys import LocalSigner, generate_private_key
+from affidavit.store.local import LocalStore
 
 
 def require_tool(name: str) -> str:
@@ -57,3 +60,17 @@ def affidavit_bin() -> str:
     exe = Path(sys.executable).parent / "affidavit"
     assert exe.exists(), f"the affidavit console script is not installed next to {sys.executable}"
     return str(exe)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalStore]:
+    """A new local evidence store in the test's temporary directory, closed after."""
+    s = LocalStore.open(tmp_path / "store", create=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def signer() -> LocalSigner:
+    """A fresh ECDSA P-256 signing key."""
+    return LocalSigner(generate_private_key())

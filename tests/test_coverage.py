@@ -35,11 +35,6 @@ def lib() -> ControlLibrary:
     return load_library()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore.open(tmp_path / "store", create=True)
-
-
 def finding(control: str, result: str, subject: str | None = None, reason: str = "checked") -> dict[str, Any]:
     f = {"control": control, "result": result, "reason": reason}
     if subject is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from affidavit.errors import AuthError, FatalError
-from affidavit.signing.keys import LocalSigner, generate_private_key
+from affidavit.signing.keys import LocalSigner
 from affidavit.store.local import LocalStore
 from mlflow_server import AUTH_PASSWORD, AUTH_USER, FaultProxy, MlflowServer, Seeded, check, collect
 
@@ -24,18 +24,6 @@ def proxy(mlflow_seeded: Seeded) -> Iterator[FaultProxy]:
     p = FaultProxy(mlflow_seeded.url)
     yield p
     p.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalStore]:
-    s = LocalStore.open(tmp_path / "store", create=True)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def signer() -> LocalSigner:
-    return LocalSigner(generate_private_key())
 
 
 def nothing_signed(store: LocalStore, source: str) -> bool:

@@ -63,18 +63,6 @@ class PatternStream(io.RawIOBase):
         return n
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LocalStore]:
-    s = LocalStore.open(tmp_path / "store", create=True)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def signer() -> LocalSigner:
-    return LocalSigner(generate_private_key())
-
-
 def artefact(run_id: str, data: bytes, name: str, **kw: Any) -> ArtefactRecord:
     fields: dict[str, Any] = {
         "run_id": run_id,
