@@ -24,6 +24,7 @@ never the secret itself; nothing here logs or raises with matched text in it.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import queue
@@ -77,6 +78,8 @@ class Redactor:
         self._combined, self._offsets = combine(self.rules)
         self._replacements = [r.replacement for r in self.rules]
         self._scanner = Scanner.build(self.rules) if prefilter else None
+        # documents repeat the same few keys ("key", "value", a run's param names): decide each once
+        self._secret_key = functools.lru_cache(maxsize=4096)(is_secret_key)
 
     @property
     def prefiltered(self) -> bool:
@@ -180,7 +183,7 @@ class Redactor:
             out: dict[Any, Any] = {}
             for key, item in value.items():
                 child = pointer + "/" + _pointer_token(str(key))
-                if item is not None and is_secret_key(str(key)):
+                if item is not None and self._secret_key(str(key)):
                     out[key] = SECRET_FIELD_VALUE
                     found.append(Redaction(path=child, rule=SECRET_FIELD_RULE))
                 else:
