@@ -72,6 +72,7 @@ class MlflowServer:
     root: Path
     app_name: str | None = None
     env_extra: dict[str, str] = field(default_factory=dict)
+    workers: int = 1  # the tests' one process; `mlflow server` itself defaults to 4
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -88,7 +89,7 @@ class MlflowServer:
         self.port = free_port()
         argv = [mlflow_executable(), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                 "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", "1"]
+                "--workers", str(self.workers)]
         if self.app_name:
             argv += ["--app-name", self.app_name]
         log = (self.root / "server.log").open("wb")
