@@ -23,7 +23,6 @@ def _trust_anchor(cwd: Path, keys: tuple[Path, ...], trust_file: Path | None, lo
     from affidavit.errors import UsageError
     from affidavit.signing.keys import load_public_key_file
     from affidavit.signing.trust import TrustedKey, TrustStore
-    from affidavit.signing.tsa import load_tsa_roots
 
     if not keys and trust_file is None:
         raise UsageError(
@@ -34,7 +33,11 @@ def _trust_anchor(cwd: Path, keys: tuple[Path, ...], trust_file: Path | None, lo
     bare = {k.keyid: k for k in (TrustedKey.of(load_public_key_file(cwd / p)) for p in keys)}
     log_public = load_public_key_file(cwd / log_key) if log_key is not None else None
     bare_log = {} if log_public is None else {TrustedKey.of(log_public).keyid: TrustedKey.of(log_public)}
-    roots = load_tsa_roots(cwd / tsa_roots) if tsa_roots is not None else []
+    roots = []
+    if tsa_roots is not None:
+        from affidavit.signing.tsa import load_tsa_roots  # here: it loads the X.509 and RFC 3161 modules
+
+        roots = load_tsa_roots(cwd / tsa_roots)
     trust = TrustStore({**bare, **file.keys}, {**bare_log, **file.log_keys}, (*file.tsa_roots, *roots), file.comment)
     sources = {k: ("trust file" if k in file.keys else "--key") for k in trust.keys}
     return trust, sources, log_public
@@ -112,9 +115,8 @@ def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | No
     else:
         from affidavit.signing.archive import printable
 
-        for line in report.report_lines():
-            # names and reasons come from the bundle: no escape sequence reaches the auditor's terminal
-            click.echo(printable(line, limit=1_000_000))
+        # names and reasons come from the bundle: no escape sequence reaches the auditor's terminal
+        click.echo("\n".join(printable(line, limit=1_000_000) for line in report.report_lines()))
     click.get_current_context().exit(0 if report.valid else 1)
 
 

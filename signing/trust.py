@@ -47,9 +47,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -57,6 +56,9 @@ from affidavit.signing import atomic
 from affidavit.errors import InputError, SigningKeyError
 from affidavit.signing.keys import ALGORITHMS, Algorithm, PublicKey, algorithm_of, keyid_of, public_pem
 from affidavit.signing.predicate import utc_iso
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 TRUST_FORMAT = 1
 MAX_TRUST_FILE_BYTES = 16 * 1024 * 1024
@@ -321,6 +323,8 @@ def _parse_roots(items: Any, problems: list[str]) -> tuple[x509.Certificate, ...
     if not isinstance(items, list):
         problems.append("tsa_roots must be a list of PEM certificates")
         return ()
+    from cryptography import x509
+
     roots: list[x509.Certificate] = []
     for i, pem in enumerate(items):
         if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:

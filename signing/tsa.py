@@ -29,9 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -46,6 +45,9 @@ from rfc3161_client import (
 
 from affidavit.errors import FatalError, InputError, RetriableError
 from affidavit.signing.predicate import utc_iso
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,8 @@ def request_timestamp(
 
 
 def _post(url: str, query: bytes, timeout: float, session: requests.Session | None) -> bytes:
+    import requests  # here: verifying never needs it
+
     http = session or requests.Session()
     try:
         with http.post(url, data=query, headers={"Content-Type": QUERY_MEDIA_TYPE, "Accept": REPLY_MEDIA_TYPE},

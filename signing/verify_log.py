@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -56,6 +55,9 @@ from affidavit.signing.verify_report import (
     LogReport,
     TimestampReport,
 )
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 YOUR_CHECKPOINT = "(--checkpoint)"  # the member name of failures about the auditor's own checkpoint
 
@@ -388,7 +390,9 @@ class TimeCheck:
         return good
 
     def _verify_tokens(self, what: str, member: str, signature: bytes, tokens: Sequence[bytes]) -> list[datetime]:
-        from affidavit.signing.tsa import TimestampError, verify_timestamp
+        if not tokens:
+            return []
+        from affidavit.signing.tsa import TimestampError, verify_timestamp  # here: it loads X.509 and RFC 3161
 
         times = []
         for i, token in enumerate(tokens, 1):
