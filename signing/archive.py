@@ -11,8 +11,10 @@ is a failure rather than a silent end. Anything a hostile bundle could use
 against the reader (absolute or escaping paths, links, devices, FIFOs,
 duplicate names, names with control characters, oversized or too deeply nested
 content) becomes a :class:`Failure` naming the member, never an exception.
-Artefacts of a directory or a plain tar are read and hashed on worker threads
-(one per CPU, up to 4), each where it lies, while the main thread walks on.
+Artefacts of a directory or a plain tar are read and hashed where they lie by
+workers (:mod:`affidavit.signing.member_hash`: threads, then processes for a
+large bundle) while the main thread walks on; :func:`open_bundle` returns once
+the walk is done, so the verifier checks the metadata while they hash.
 Writing is deterministic (fixed order and headers) and atomic (a temporary name
 renamed at the end).
 """
@@ -38,11 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal, NamedTuple
 
 from affidavit.errors import InputError, UsageError
 from affidavit.signing.hashing import CHUNK_SIZE, sha256_stream
 from affidavit.signing.limits import VerifyLimits, json_problem
+from affidavit.signing.member_hash import PROCESS_AFTER, REGULAR_ONLY, FileJob, Hasher, Job, SliceJob
 
 BundleKind = Literal["tar.gz", "tar", "directory"]
 Progress = Callable[[int], None] | None
@@ -50,7 +53,7 @@ ReadLimits = VerifyLimits  # the name the reader's callers know the limits model
 ARCHIVE = "(archive)"  # the member name of a failure about the archive as a whole
 _METADATA_NAMES = ("manifest.json", "SHA256SUMS", "README.md")
 _METADATA_SUFFIXES = (".json", ".sig", ".pem", ".tsr")
-_REGULAR_ONLY = "a bundle holds regular files only"
+_REGULAR_ONLY = REGULAR_ONLY
 # control, bidirectional-override and invisible characters, and unpaired surrogates (undecodable bytes)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 MAX_TEXT = 2000  # characters of a failure's member name or reason
@@ -83,8 +86,7 @@ class Failure:
         return f"{self.member}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):  # a tuple: one per member, ten thousands of them made while the auditor waits
     name: str
     sha256: str
     size: int
@@ -143,95 +145,13 @@ class _Corrupt(Exception):
 
 Sink = Callable[[memoryview], object]
 Pipe = Callable[[Sink], int]  # streams a member's bytes into a sink; returns how many there were
-Result = tuple[int, str, str, int, str | None]  # (order, name, sha256 hex, bytes read, why it could not be read)
-Job = Callable[[memoryview], Result]  # a member's job, as the workers run it (with their buffer)
-
-
-class _Workers:
-    """Reads and hashes artefacts on worker threads, each member where it lies (a file of a directory,
-    or a stretch of a plain tar read by offset), so its bytes are hashed by the core that read them.
-
-    hashlib and the reads let go of the GIL; each worker reuses one buffer; jobs go in batches, a
-    bounded number waiting, so memory stays flat whatever the bundle's size.
-    """
-
-    BATCH = 32
-
-    def __init__(self, workers: int) -> None:
-        self.jobs: queue.Queue[list[Job] | None] = queue.Queue(maxsize=4 * workers)
-        self.results: list[Result] = []
-        self.batch: list[Job] = []
-        self.threads = [threading.Thread(target=self._work, name="bundle-hash", daemon=True) for _ in range(workers)]
-        for t in self.threads:
-            t.start()
-
-    def _work(self) -> None:
-        buf = memoryview(bytearray(CHUNK_SIZE))
-        while (batch := self.jobs.get()) is not None:
-            self.results.extend([job(buf) for job in batch])
-
-    def submit(self, job: Job) -> None:
-        self.batch.append(job)
-        if len(self.batch) >= self.BATCH:
-            self.jobs.put(self.batch)
-            self.batch = []
-
-    def close(self) -> list[Result]:
-        """Wait for every job; the results in the order the jobs came."""
-        if self.threads:
-            if self.batch:
-                self.jobs.put(self.batch)
-            for _ in self.threads:
-                self.jobs.put(None)
-            for t in self.threads:
-                t.join()
-            self.threads, self.batch = [], []
-        return sorted(self.results)
-
-
-def _hash_file(order: int, buf: memoryview, *, name: str, path: str, size: int) -> Result:
-    """Read and hash one file of a directory bundle, on a worker (see _read_file for the checks)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        return order, name, "", 0, f"cannot read: {e.strerror}"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return order, name, "", 0, f"not a regular file (device, FIFO or socket) refused: {_REGULAR_ONLY}"
-        h, total = hashlib.sha256(), 0
-        while total <= size:  # one byte more than its size: a file that grew since it was listed shows
-            n = os.readv(fd, [buf[:min(len(buf), size + 1 - total)]])
-            if not n:
-                break
-            h.update(buf[:n])
-            total += n
-        return order, name, h.hexdigest(), total, None
-    except OSError as e:
-        return order, name, "", 0, f"cannot read: {e.strerror}"
-    finally:
-        os.close(fd)
-
-
-def _hash_at(order: int, buf: memoryview, *, name: str, fd: int, offset: int, size: int) -> Result:
-    """Read and hash ``size`` bytes at ``offset`` of a plain tar, on a worker."""
-    h, total = hashlib.sha256(), 0
-    try:
-        while total < size:
-            n = os.preadv(fd, [buf[:min(len(buf), size - total)]], offset + total)
-            if not n:
-                break
-            h.update(buf[:n])
-            total += n
-    except OSError as e:
-        return order, name, "", total, f"cannot read: {e.strerror}"
-    return order, name, h.hexdigest(), total, None
 
 
 class _Reader:
     """Charges every entry to the limits, checks its name, hashes it and keeps the metadata."""
 
     def __init__(self, contents: BundleContents, limits: ReadLimits, progress: Callable[[int], None] | None,
-                 workers: _Workers | None = None) -> None:
+                 workers: Hasher | None = None) -> None:
         self.contents, self.limits, self.progress, self.workers = contents, limits, progress, workers
         self.seen: set[str] = set()
         self.count = 0
@@ -301,29 +221,22 @@ class _Reader:
                 data = None
         self.contents.members[name] = Member(name, h.hexdigest(), n, data, refused and data is None)
 
-    def read_later(self, name: str, size: int, job: Callable[[int, memoryview], Result]) -> None:
-        """Have a worker read and hash an artefact (``job(order, buffer)``); finish() records it."""
+    def read_later(self, name: str, size: int, job: Callable[[int], Job]) -> None:
+        """Have a worker read and hash an artefact (``job(order)`` says where it lies); finish() records it."""
         assert self.workers is not None
         self.contents.members[name] = Member(name, "", size, None)  # a placeholder: the order of members stays
         self.later[name] = size
-        order = len(self.later)
+        self.workers.submit(job(len(self.later)))
 
-        def run(buf: memoryview) -> Result:
-            try:
-                return job(order, buf)
-            except Exception as e:  # a worker must never die with jobs queued: the reader would wait forever
-                return order, name, "", 0, f"cannot read: {e}"
-
-        self.workers.submit(run)
-        if self.progress is not None:
-            self.progress(size)
-
-    def finish(self) -> None:
-        """Wait for the workers and record what they found (call before closing what they read from)."""
+    def finish(self, *, abort: bool = False) -> None:
+        """Wait for the workers and record what they found (``abort``: stop them, record nothing)."""
         workers, self.workers = self.workers, None
         if workers is None:
             return
-        for _, name, hexd, n, problem in workers.close():
+        results = workers.close(abort=abort)
+        if abort:
+            return
+        for _, name, hexd, n, problem in results:
             if problem is not None:
                 self.fail(name, problem)
                 del self.contents.members[name]
@@ -391,15 +304,21 @@ class _GzipSource:
                 return out
 
 
+_READ_AHEAD = 2 * BLOCK  # a member's padding (< 512 bytes) and the next header
+
+
 class _Cursor:
     """A tar stream: headers as bytes, members' data streamed, or (in a plain file) passed over.
 
-    A plain file is read by offset, no further ahead than asked, so passing over a member that a
-    worker reads (by its offset too) costs nothing; a gzip stream comes in decompressed chunks.
+    A plain file is read by offset, at most :data:`_READ_AHEAD` bytes further than asked (a
+    member's padding and the next header come in one read), so passing over a member that a worker
+    reads (by its offset too) costs next to nothing; a gzip stream comes in decompressed chunks.
     """
 
-    def __init__(self, f: IO[bytes], gz: _GzipSource | None) -> None:
-        self.fd, self.gz = f.fileno(), gz
+    def __init__(self, f: IO[bytes], gz: _GzipSource | None, path: Path) -> None:
+        self.fd, self.gz, self.path = f.fileno(), gz, str(path)
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)  # workers open the file by path: they check it is this one
         self.buf = memoryview(bytearray(CHUNK_SIZE if gz is None else 0))
         self.view = memoryview(b"")
         self.pos = 0
@@ -409,7 +328,8 @@ class _Cursor:
         if self.gz is not None:
             self.view = memoryview(self.gz.chunk())
         else:
-            self.view = self.buf[:os.preadv(self.fd, [self.buf[:min(want, len(self.buf))]], self.offset)]
+            self.view = self.buf[:os.preadv(self.fd, [self.buf[:min(max(want, _READ_AHEAD), len(self.buf))]],
+                                            self.offset)]
         self.pos = 0
         return len(self.view)
 
@@ -429,12 +349,22 @@ class _Cursor:
         return done
 
     def pass_over(self, n: int) -> int:
-        """In a plain file, the offset of the next ``n`` bytes, which are passed over unread."""
-        assert self.gz is None and self.pos == len(self.view)
+        """In a plain file, the offset of the next ``n`` bytes, which are passed over (read ahead or not)."""
+        assert self.gz is None
+        start = self.offset
+        if n >= len(self.view) - self.pos:
+            self.pos = len(self.view)  # the rest of what was read ahead, and on from there unread
+        else:
+            self.pos += n
         self.offset += n
-        return self.offset - n
+        return start
 
     def take(self, n: int) -> bytes:
+        if self.pos + n <= len(self.view):  # already read (a header after the padding read ahead with it)
+            data = bytes(self.view[self.pos:self.pos + n])
+            self.pos += n
+            self.offset += n
+            return data
         parts: list[bytes] = []
         self.pipe(n, lambda v: parts.append(bytes(v)))
         return b"".join(parts)
@@ -526,6 +456,8 @@ def _read_extension(cursor: _Cursor, reader: _Reader, header: _Header) -> bytes:
 
 def _padding(cursor: _Cursor, size: int, what: str) -> None:
     """Skip the zeros that fill a member's last block; anything else means its size is wrong."""
+    if not size % BLOCK:
+        return
     padding = cursor.take(-size % BLOCK)
     if len(padding) < -size % BLOCK:
         raise _Corrupt(f"the archive ends inside {what}")
@@ -567,8 +499,10 @@ def _read_tar_stream(cursor: _Cursor, reader: _Reader) -> None:
             continue
         if header.kind == b"S":
             raise _Stop(header.name, "GNU sparse member refused; the rest of the archive was not read")
-        _apply(header, {**global_records, **records})
-        records, extensions = {}, 0
+        if global_records or records:
+            _apply(header, {**global_records, **records})
+            records = {}
+        extensions = 0
         size = 0 if header.kind in _REFUSED_TYPES or header.kind == b"5" else header.size  # bytes that follow
         name = reader.admit(header.name, header.kind == b"5", size)
         done = 0
@@ -580,7 +514,8 @@ def _read_tar_stream(cursor: _Cursor, reader: _Reader) -> None:
                     return done
 
                 if reader.workers is not None and cursor.gz is None and not is_metadata(name):
-                    reader.read_later(name, size, functools.partial(_hash_at, name=name, fd=cursor.fd,
+                    reader.read_later(name, size, functools.partial(SliceJob, name=name, path=cursor.path,
+                                                                    identity=cursor.identity,
                                                                     offset=cursor.pass_over(size), size=size))
                     done = size
                 else:
@@ -588,7 +523,7 @@ def _read_tar_stream(cursor: _Cursor, reader: _Reader) -> None:
             else:
                 reader.fail(name, _member_problem(header))
         rest = size - done
-        if cursor.pipe(rest, None) < rest:
+        if rest and cursor.pipe(rest, None) < rest:
             raise _Corrupt(f"the archive ends inside member {header.name!r}")
         _padding(cursor, size, f"member {header.name!r}")
 
@@ -599,26 +534,30 @@ def _read_tar(path: Path, reader: _Reader) -> None:
     except OSError as e:
         raise InputError(f"cannot read bundle {path}: {e.strerror}") from None
     with f:
-        magic = f.read(6)
-        f.seek(0)
-        for prefix, name in _OTHER_COMPRESSION.items():
-            if magic.startswith(prefix):
-                raise _not_a_bundle(path, f"it is compressed with {name}; a bundle is a tar, gzip-compressed or not")
-        gz = magic.startswith(b"\x1f\x8b")
-        reader.contents.kind = "tar.gz" if gz else "tar"
-        cursor = _Cursor(f, _GzipSource(f) if gz else None)
-        try:
-            _read_tar_stream(cursor, reader)
-            if gz:
-                cursor.pipe(_TRAILER, None)  # the rest of the gzip stream, up to its CRC (zlib checks it)
-        except _Stop as stop:
-            reader.contents.failures.append(stop.failure)
-        except (_Corrupt, zlib.error, OSError) as e:
-            if reader.count == 0:
-                raise _not_a_bundle(path) from None
-            reader.fail(ARCHIVE, f"the archive is truncated or corrupt at byte {cursor.offset} of its tar stream ({e})")
-        finally:
-            reader.finish()  # the workers read from f: wait for them before it closes
+        _read_tar_file(path, f, reader)
+
+
+def _read_tar_file(path: Path, f: IO[bytes], reader: _Reader) -> None:
+    magic = f.read(6)
+    f.seek(0)
+    for prefix, name in _OTHER_COMPRESSION.items():
+        if magic.startswith(prefix):
+            raise _not_a_bundle(path, f"it is compressed with {name}; a bundle is a tar, gzip-compressed or not")
+    gz = magic.startswith(b"\x1f\x8b")
+    reader.contents.kind = "tar.gz" if gz else "tar"
+    if not gz and reader.workers is not None:
+        reader.workers.expect(os.fstat(f.fileno()).st_size)
+    cursor = _Cursor(f, _GzipSource(f) if gz else None, path)
+    try:
+        _read_tar_stream(cursor, reader)
+        if gz:
+            cursor.pipe(_TRAILER, None)  # the rest of the gzip stream, up to its CRC (zlib checks it)
+    except _Stop as stop:
+        reader.contents.failures.append(stop.failure)
+    except (_Corrupt, zlib.error, OSError) as e:
+        if reader.count == 0:
+            raise _not_a_bundle(path) from None
+        reader.fail(ARCHIVE, f"the archive is truncated or corrupt at byte {cursor.offset} of its tar stream ({e})")
 
 
 # -- directories ---------------------------------------------------------------------------------
@@ -655,15 +594,13 @@ def _read_dir(root: Path, reader: _Reader) -> None:
                         reader.fail(name, f"cannot read: {e.strerror}")
                         continue
                     reader.charge(name, size)
-                    reader.read_later(name, size, functools.partial(_hash_file, name=name, path=entry.path, size=size))
+                    reader.read_later(name, size, functools.partial(FileJob, name=name, path=entry.path, size=size))
                 elif is_file:
                     _read_file(reader, name, entry.path, buf)
                 else:
                     reader.fail(name, f"not a regular file (device, FIFO or socket) refused: {_REGULAR_ONLY}")
     except _Stop as stop:
         reader.contents.failures.append(stop.failure)
-    finally:
-        reader.finish()
 
 
 def _listing(folder: str, room: int, limit: int) -> list[os.DirEntry[str]]:
@@ -716,10 +653,50 @@ def _read_file(reader: _Reader, name: str, path: str, buf: memoryview) -> None:
         os.close(fd)
 
 
+class BundleReading:
+    """A bundle being read: its metadata members are in ``contents``; its artefacts are still being hashed
+    (their members hold an empty digest) until :meth:`finish`, which must be called (``with`` does it)."""
+
+    def __init__(self, contents: BundleContents, reader: _Reader) -> None:
+        self.contents, self._reader = contents, reader
+
+    @property
+    def hashing(self) -> bool:
+        return self._reader.workers is not None
+
+    def finish(self) -> BundleContents:
+        """Wait for every artefact's digest (and the failures reading them found); the contents."""
+        self._reader.finish()
+        return self.contents
+
+    def __enter__(self) -> BundleReading:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:  # an interrupt or a bug: do not wait for the hashing to end
+            self._reader.finish(abort=True)
+        self.finish()
+
+
 def read_bundle(
-    path: Path, *, limits: ReadLimits = ReadLimits(), progress: Callable[[int], None] | None = None
+    path: Path, *, limits: ReadLimits = ReadLimits(), progress: Callable[[int], None] | None = None,
+    process_after: int | None = PROCESS_AFTER,
 ) -> BundleContents:
     """Read every member of a bundle in one pass (raises InputError if ``path`` is not a bundle at all)."""
+    with open_bundle(path, limits=limits, progress=progress, process_after=process_after) as reading:
+        pass
+    return reading.contents
+
+
+def open_bundle(
+    path: Path, *, limits: ReadLimits = ReadLimits(), progress: Callable[[int], None] | None = None,
+    process_after: int | None = PROCESS_AFTER,
+) -> BundleReading:
+    """Start reading a bundle: returns once every member is listed and the metadata is read, while
+    workers go on hashing the artefacts (raises InputError if ``path`` is not a bundle at all).
+
+    ``process_after``: bytes of artefacts hashed on threads before worker processes take the rest
+    (None: threads only), see :mod:`affidavit.signing.member_hash`."""
     if path.is_dir():
         contents = BundleContents(path, "directory")
     elif not path.exists():
@@ -728,12 +705,13 @@ def read_bundle(
         raise _not_a_bundle(path)
     else:
         contents = BundleContents(path, "tar")
-    reader = _Reader(contents, limits, progress, _Workers(_worker_count()))
+    reader = _Reader(contents, limits, progress, Hasher(_worker_count(), progress=progress, process_after=process_after))
     try:
         _read_dir(path, reader) if contents.kind == "directory" else _read_tar(path, reader)
-    finally:
-        reader.finish()  # no-op unless an exception left the workers running
-    return contents
+    except BaseException:
+        reader.finish(abort=True)
+        raise
+    return BundleReading(contents, reader)
 
 
 def _worker_count() -> int:

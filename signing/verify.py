@@ -20,12 +20,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from affidavit.errors import InputError, UsageError
-from affidavit.signing.archive import Failure, ReadLimits, read_bundle
+from affidavit.signing.archive import Failure, ReadLimits, open_bundle
 from affidavit.signing.bundle import (
     ARTEFACT_PREFIX,
     BUNDLE_DSSE,
@@ -55,6 +53,7 @@ from affidavit.signing.bundle import (
 from affidavit.signing.dsse import PAYLOAD_TYPE, Envelope, EnvelopeFormatError, parse_envelope, verified_keyids
 from affidavit.signing.keys import PublicKey, algorithm_of, keyid_of, load_public_key_pem, verify_signature
 from affidavit.signing.limits import json_problem
+from affidavit.signing.member_hash import PROCESS_AFTER
 from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_parsed
 from affidavit.signing.sigstore import SigstoreFormatError, envelope_of
 from affidavit.signing.statement import (
@@ -76,6 +75,9 @@ from affidavit.signing.verify_report import (
     group_controls,
 )
 from affidavit.store.base import RunRecord
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["ArtefactResult", "Failure", "LogReport", "RunSummary", "VerifyReport", "verify_bundle"]
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
@@ -105,6 +107,8 @@ class _Verifier:
         self.signers: list[str] = []
         self.bundle_predicate: dict[str, Any] | None = None
         self.runs: dict[str, _RunState] = {}
+        # digest checks of artefacts still being hashed (their member's digest is ""): (member, expected, who)
+        self.deferred: list[tuple[str, str, str]] | None = None
 
     # -- helpers --------------------------------------------------------------
     def fail(self, member: str, reason: str, kind: str | None = None) -> None:
@@ -141,6 +145,9 @@ class _Verifier:
         if m is None:
             self.fail(name, f"missing (subject of {who})", "missing")
             return False
+        if not m.sha256 and self.deferred is not None:  # checked once the reader has hashed it
+            self.deferred.append((name, expected, who))
+            return True
         if m.sha256 != expected:
             self.fail(name, f"digest mismatch ({who} says {expected}, file has {m.sha256})", "digest")
             return False
@@ -333,6 +340,16 @@ class _Verifier:
             return None, obj
         return hint, obj
 
+    def check_deferred(self, reader_failures: list[Failure]) -> None:
+        """After the reader has hashed every artefact: its failures, then the digest checks that waited."""
+        self.failures.extend(reader_failures)
+        deferred, self.deferred = self.deferred or [], None
+        members = self.members
+        for name, expected, who in deferred:
+            m = members.get(name)
+            if m is None or m.sha256 != expected:  # the usual case (a match) decided without a call
+                self.check_digest(name, expected, who)
+
     def check_keys(self) -> None:
         for name, m in self.members.items():
             if not name.startswith(KEYS_PREFIX):
@@ -463,6 +480,7 @@ def verify_bundle(
     max_proof_hashes: int | None = None,
     tsa_roots: Sequence[x509.Certificate] = (),
     key_sources: Mapping[str, str] | None = None,
+    process_after: int | None = PROCESS_AFTER,
 ) -> VerifyReport:
     """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trust anchor.
 
@@ -483,6 +501,8 @@ def verify_bundle(
     length). Raises UsageError with no trust
     anchor, or a checkpoint without a log key, and InputError when ``path`` is
     not a readable bundle; every other problem is a Failure in the report.
+    ``process_after``: artefact bytes hashed on threads before worker
+    processes take over (None: threads only).
     """
     trust = keys if isinstance(keys, TrustStore) else \
         TrustStore({k: TrustedKey(k, pk, algorithm_of(pk)) for k, pk in keys.items()}, {})
@@ -492,23 +512,29 @@ def verify_bundle(
         raise UsageError("--checkpoint needs --log-key: a checkpoint is only worth its log's signature",
                          hint="pass the log's public key (`affidavit-log.pub.pem`) with --log-key")
     sources = key_sources or dict.fromkeys(trust.keys, "trust file" if isinstance(keys, TrustStore) else "--key")
-    contents = read_bundle(path, limits=limits, progress=progress)
-    if log_key is None and trust.log_keys:
-        log_key = _log_key_for(contents.members, trust)
-    v = _Verifier(contents.members, list(contents.failures), trust.public_keys(), limits.max_json_depth)
-    v.log = LogCheck(contents.members, v.fail, BundleSource(contents.source, contents.kind, limits.max_metadata_bytes),
-                     log_key, checkpoint, limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes,
-                     limits.max_json_depth)
-    v.times = TimeCheck(trust, (*trust.tsa_roots, *tsa_roots), v.fail, sources)
-    if log_key is not None and (problem := trust.check_log_key_time(keyid_of(log_key), None)) \
-            and keyid_of(log_key) in trust.log_keys:
-        v.fail(LOG_CHECKPOINT, f"signed by a log key you no longer trust: {problem}")
-    v.check_bundle_statement()
-    v.check_sums()
-    v.log.check_material()
-    v.check_runs()
-    v.check_keys()
-    v.check_manifest()
+    # the signatures, statements, log and manifest are checked while worker threads hash the artefacts
+    with open_bundle(path, limits=limits, progress=progress, process_after=process_after) as reading:
+        contents = reading.contents
+        if log_key is None and trust.log_keys:
+            log_key = _log_key_for(contents.members, trust)
+        read_so_far = len(contents.failures)
+        v = _Verifier(contents.members, list(contents.failures), trust.public_keys(), limits.max_json_depth)
+        v.deferred = []
+        v.log = LogCheck(contents.members, v.fail,
+                         BundleSource(contents.source, contents.kind, limits.max_metadata_bytes), log_key, checkpoint,
+                         limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes,
+                         limits.max_json_depth)
+        v.times = TimeCheck(trust, (*trust.tsa_roots, *tsa_roots), v.fail, sources)
+        if log_key is not None and (problem := trust.check_log_key_time(keyid_of(log_key), None)) \
+                and keyid_of(log_key) in trust.log_keys:
+            v.fail(LOG_CHECKPOINT, f"signed by a log key you no longer trust: {problem}")
+        v.check_bundle_statement()
+        v.check_sums()
+        v.log.check_material()
+        v.check_runs()
+        v.check_keys()
+        v.check_manifest()
+    v.check_deferred(contents.failures[read_so_far:])
     return v.report(path)
 
 
