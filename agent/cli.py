@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 some sources failed, or a bundle is INVALID;
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +21,32 @@ from affidavit.errors import AffidavitError
 EPILOG = "Exit codes: 0 success, 1 some sources failed or a bundle is INVALID, 2 usage, config or input error."
 
 
+# Each command's module, imported when the command runs (or help lists them all): `affidavit verify`
+# need not import the collectors', store's and controls' commands. A test checks this table.
+COMMAND_MODULES = {
+    **dict.fromkeys(("init", "collect", "check", "daemon", "schema"), "cli_collect"),
+    **dict.fromkeys(("evidence", "store", "keys", "export"), "cli_store"),
+    **dict.fromkeys(("controls", "coverage", "soa"), "cli_controls"),
+    "verify": "cli_verify",
+    "log": "cli_log",
+    "mlflow": "cli_mlflow",
+}
+
+
 class AffidavitGroup(click.Group):
-    """Turns every AffidavitError into one line on stderr and its exit code."""
+    """Loads its commands when needed; turns every AffidavitError into one line on stderr and its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"affidavit.agent.{COMMAND_MODULES[cmd_name]}")
+            for cmd in module.COMMANDS:
+                self.commands.setdefault(cmd.name or "", cmd)
+            found = super().get_command(ctx, cmd_name)
+        return found
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,17 +83,6 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     app = App(config_path, verbose, Path.cwd(), dict(os.environ))
     app.scrubber = logs.configure(verbose)
     ctx.obj = app
-
-
-def _register() -> None:
-    from affidavit.agent import cli_collect, cli_controls, cli_log, cli_mlflow, cli_store, cli_verify
-
-    for mod in (cli_collect, cli_store, cli_verify, cli_controls, cli_log, cli_mlflow):
-        for cmd in mod.COMMANDS:
-            main.add_command(cmd)
-
-
-_register()
 
 
 def run(argv: Sequence[str] | None = None) -> int:
