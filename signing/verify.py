@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from affidavit.errors import InputError, UsageError
-from affidavit.signing.archive import Failure, ReadLimits, open_bundle
+from affidavit.signing.archive import BundleReading, Failure, ReadLimits, open_bundle
 from affidavit.signing.bundle import (
     ARTEFACT_PREFIX,
     BUNDLE_DSSE,
@@ -481,6 +481,7 @@ def verify_bundle(
     tsa_roots: Sequence[x509.Certificate] = (),
     key_sources: Mapping[str, str] | None = None,
     process_after: int | None = PROCESS_AFTER,
+    reading: BundleReading | None = None,
 ) -> VerifyReport:
     """Verify a bundle (.tar.gz, .tar or directory) offline against the auditor's trust anchor.
 
@@ -502,7 +503,9 @@ def verify_bundle(
     anchor, or a checkpoint without a log key, and InputError when ``path`` is
     not a readable bundle; every other problem is a Failure in the report.
     ``process_after``: artefact bytes hashed on threads before worker
-    processes take over (None: threads only).
+    processes take over (None: threads only). ``reading``: ``open_bundle(path)``
+    already started by the caller (the CLI starts reading before it imports
+    this module); it is finished here.
     """
     trust = keys if isinstance(keys, TrustStore) else \
         TrustStore({k: TrustedKey(k, pk, algorithm_of(pk)) for k, pk in keys.items()}, {})
@@ -513,7 +516,9 @@ def verify_bundle(
                          hint="pass the log's public key (`affidavit-log.pub.pem`) with --log-key")
     sources = key_sources or dict.fromkeys(trust.keys, "trust file" if isinstance(keys, TrustStore) else "--key")
     # the signatures, statements, log and manifest are checked while worker threads hash the artefacts
-    with open_bundle(path, limits=limits, progress=progress, process_after=process_after) as reading:
+    if reading is None:
+        reading = open_bundle(path, limits=limits, progress=progress, process_after=process_after)
+    with reading:
         contents = reading.contents
         if log_key is None and trust.log_keys:
             log_key = _log_key_for(contents.members, trust)
