@@ -360,7 +360,9 @@ class _Cursor:
         return start
 
     def take(self, n: int) -> bytes:
-        if self.pos + n <= len(self.view):  # already read (a header after the padding read ahead with it)
+        if self.pos == len(self.view) and self.gz is None:  # nothing buffered: one read, with the read-ahead
+            self._refill(n)
+        if self.pos + n <= len(self.view):  # the usual case: a header, a padding
             data = bytes(self.view[self.pos:self.pos + n])
             self.pos += n
             self.offset += n
