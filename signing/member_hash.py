@@ -4,7 +4,8 @@ The verifier's main thread lists the members, reads the metadata and checks
 signatures, statements and proofs, all Python; the artefacts' bytes only need
 hashing. Threads would share the interpreter lock with that Python work: a
 hashing thread needs the lock back after every read and every hash call, and
-measured 20 times slower while the main thread was busy. So a
+two of them hashed a hundred times fewer files while the main thread was busy
+than while it slept. So a
 :class:`Hasher` starts on threads (cheap for a small bundle) and, once more
 than ``process_after`` bytes have been handed to it, sends the rest in
 batches to worker processes, which the main thread's work cannot hold up.
@@ -188,7 +189,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 class _Process:
     """One worker process, fed by a thread that takes batches from a shared queue while this worker has
-    fewer than two in hand (so a slow worker never holds work another could do), read by another."""
+    fewer than ``IN_HAND`` (so a slow worker never holds work another could do), read by another thread.
+    An answer that does not match its batch job for job ends the worker like a crash would."""
 
     IN_HAND = 4
 
@@ -235,7 +237,10 @@ class _Process:
                 results = [(int(o), str(n), str(h), int(c), None if p is None else str(p))
                            for o, n, h, c, p in json.loads(line)]
                 with self.lock:
-                    batch = self.in_hand.popleft()
+                    batch = self.in_hand[0]
+                    if [r[0] for r in results] != [j.order for j in batch]:
+                        raise ValueError("an answer for another batch")
+                    self.in_hand.popleft()
                 self.done(results, sum(j.size for j in batch))
                 self.room.release()
         except (OSError, ValueError, TypeError, IndexError):

@@ -154,3 +154,16 @@ def test_verify_with_worker_processes_finds_a_changed_artefact(tmp_path: Path) -
     member = f"artefacts/sha256/{victim.name}"
     assert not report.valid
     assert any(r.startswith("digest mismatch") for r in reasons(report, member)), reasons(report)
+
+
+def test_an_answer_for_other_jobs_is_not_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A worker whose answer does not match its batch job for job is treated as dead: its batches are redone."""
+    expected = artefact_tree(tmp_path / "b", 30)
+    liar = tmp_path / "liar"
+    liar.write_text('#!/bin/sh\nwhile read line; do echo \'[[0, "x", "00", 0, null]]\'; done\n')
+    liar.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(liar))
+    with caplog.at_level(logging.WARNING, logger="affidavit.signing.member_hash"):
+        assert digests(tmp_path / "b", process_after=0) == expected
+    assert "hashed on the calling thread" in caplog.text
