@@ -26,14 +26,12 @@ import gzip
 import hashlib
 import io
 import os
-import queue
 import re
 import secrets
 import shutil
 import stat
 import struct
 import tarfile
-import threading
 import zlib
 from collections import deque
 from collections.abc import Callable

@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
