@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from affidavit.errors import SigningKeyError, StoreError, UsageError
-from affidavit.signing.archive import BundleKind, BundleSink, open_sink
+from affidavit.signing.archive import BundleKind
+from affidavit.signing.archive_write import BundleSink, open_sink
 from affidavit.signing.dsse import PAYLOAD_TYPE, EnvelopeFormatError, pae, parse_envelope, sign_envelope
 from affidavit.signing.keys import PublicKey, Signer, algorithm_of, keyid_of, public_pem, verify_signature
 from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_statement, utc_iso
