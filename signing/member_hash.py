@@ -157,7 +157,7 @@ def hash_batch(jobs: list[Job]) -> list[Result]:
 
 
 # -- worker processes --------------------------------------------------------------------------
-# A worker is ``python -m affidavit.signing.member_hash``: batches of jobs come in on stdin, one
+# A worker is ``python -P -m affidavit.signing.member_hash``: batches of jobs come in on stdin, one
 # JSON list a line; each batch's results go out on stdout, one JSON list a line, in order. (Not
 # multiprocessing: its "spawn" start re-runs the caller's main script in every child.)
 
@@ -196,7 +196,9 @@ class _Process:
 
     def __init__(self, batches: queue.Queue[list[Job] | None], done: Callable[[list[Result], int], None]) -> None:
         self.batches, self.done = batches, done
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+        # -P: the working directory (perhaps the bundle being verified) is not put on the import path,
+        # so a json.py or hashlib.py there is never imported
+        self.proc = subprocess.Popen([sys.executable, "-P", "-m", __name__], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.in_hand: deque[list[Job]] = deque()  # sent, not yet answered (oldest first)
         self.room = threading.Semaphore(self.IN_HAND)

@@ -167,3 +167,21 @@ def test_an_answer_for_other_jobs_is_not_taken(tmp_path: Path, monkeypatch: pyte
     with caplog.at_level(logging.WARNING, logger="affidavit.signing.member_hash"):
         assert digests(tmp_path / "b", process_after=0) == expected
     assert "hashed on the calling thread" in caplog.text
+
+
+def test_modules_in_the_working_directory_are_never_imported_by_a_worker(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor may run verify inside the (hostile) bundle: `python -m` would import its json.py first."""
+    expected = artefact_tree(tmp_path / "b", 30)
+    marker = tmp_path / "imported"
+    for module in ("json", "hashlib", "affidavit"):
+        (tmp_path / "b" / f"{module}.py").write_text(f"open({str(marker)!r}, 'a').write('{module}')\n")
+    monkeypatch.chdir(tmp_path / "b")
+    hasher = Hasher(2, process_after=0)
+    for job in file_jobs(expected, tmp_path / "b"):
+        hasher.submit(job)
+    processes = list(hasher._processes or [])
+    results = hasher.close()
+    assert len(processes) == 2 and all(p.proc.returncode == 0 for p in processes)  # they ran, and answered
+    assert {r[1]: r[2] for r in results} == expected
+    assert not marker.exists()
