@@ -308,11 +308,13 @@ class Hasher:
             self.progress(size)
 
     def _start_processes(self) -> list[_Process]:
-        started = []
+        started: list[_Process] = []
+        if not sys.executable:  # an embedded interpreter: there is no python to start
+            return started
         for _ in range(self.workers):
             try:
                 started.append(_Process(self._batches, self._done))
-            except OSError:  # no process can start here: the threads take the rest
+            except (OSError, ValueError):  # no process can start here: the threads take the rest
                 break
         return started
 

@@ -102,9 +102,11 @@ def test_worker_that_cannot_run_is_replaced_by_the_caller(tmp_path: Path, monkey
     assert "the hashing processes ended early (exit status 3, 3)" in caplog.text
 
 
-def test_no_process_can_start_threads_hash_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("interpreter", ["no-such-interpreter", ""])  # "": embedded, sys.executable is empty
+def test_no_process_can_start_threads_hash_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      interpreter: str) -> None:
     expected = artefact_tree(tmp_path / "b", 30)
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-interpreter"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / interpreter) if interpreter else "")
     hasher = Hasher(2, process_after=0)
     for job in file_jobs(expected, tmp_path / "b"):
         hasher.submit(job)
