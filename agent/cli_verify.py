@@ -97,7 +97,7 @@ def verify(app: App, target: Path, keys: tuple[Path, ...], trust_file: Path | No
     target = app.cwd / target
     if (target / "affidavit-store.json").is_file():
         store_log_key = log_public or next(iter(trust.log_public_keys().values()), None)
-        _verify_store(target, trust.public_keys(), as_json, store_log_key, old_checkpoint)
+        _verify_store(target, trust, as_json, store_log_key, old_checkpoint)
         return
     show = (sys.stderr.isatty() if progress is None else progress) and not as_json
     with contextlib.ExitStack() as stack:
@@ -147,14 +147,16 @@ def _checkpoint(cwd: Path, checkpoint: Path | None, have_log_key: bool) -> str |
                          hint="pass a file written by `affidavit log checkpoint`") from None
 
 
-def _verify_store(root: Path, trusted: dict[str, Any], as_json: bool, log_key: Any, checkpoint: str | None) -> None:
-    """fsck, plus the transparency log against the attestations (and, with --log-key, against the auditor's)."""
+def _verify_store(root: Path, trust: Any, as_json: bool, log_key: Any, checkpoint: str | None) -> None:
+    """fsck, each run's signing key in force when it signed (the trust file's windows, revocations and TSA
+    roots), plus the transparency log against the attestations (and, with --log-key, against the auditor's)."""
     from affidavit.errors import StoreError
+    from affidavit.store.key_windows import key_window_problems
     from affidavit.store.local import LocalStore
     from affidavit.store.tlog_fsck import check_store_log, fsck_log
 
     store = LocalStore.open(root)
-    problems = store.fsck(list(trusted.values()))
+    problems = store.fsck(list(trust.public_keys().values())) + key_window_problems(store, trust)
     envelopes = {}
     for path in store.attestation_files():
         try:

@@ -340,3 +340,65 @@ def test_rotation_refuses_to_lose_keys(tmp_path: Path) -> None:
     res = work.run("keys", "trust-export", "--out", "trust.json")
     assert res.code == 2 and "is not in the key history" in res.stderr
     assert "without `affidavit keys rotate`" in res.stderr
+
+
+# ---------------------------------------------------------------- verify STORE --trust
+
+
+def stored_runs(work: Work) -> list[str]:
+    return sorted(p.name.removesuffix(".dsse.json") for p in (work.dir / "store" / "attestations").glob("*.dsse.json"))
+
+
+def test_verify_store_applies_the_trust_files_windows_and_revocations(tmp_path: Path) -> None:
+    work = make_work(tmp_path / "w")
+    work.ok("collect")
+    old = work.signer().keyid
+    work.ok("keys", "rotate")
+    work.ok("collect")  # by the new key
+    work.ok("keys", "trust-export", "--out", "trust.json")
+    code, report = work.verify_json("store", "--trust", "trust.json")
+    assert code == 0 and report["kind"] == "store", report["failures"]  # the old key signed inside its window
+
+    work.ok("keys", "revoke", old)
+    work.ok("keys", "trust-export", "--out", "trust.json")
+    code, report = work.verify_json("store", "--trust", "trust.json")
+    assert code == 1 and not report["valid"]
+    revoked_at = key_entry(history(work), old)["revoked_at"]
+    expected = f"key {old} was revoked at {revoked_at}; no trusted timestamp proves the signature predates the revocation"
+    refused = {f["member"] for f in report["failures"] if f["reason"] == expected}
+    by_old = [r for r in stored_runs(work)
+              if json.loads((work.dir / "store" / "attestations" / f"{r}.dsse.json").read_text())
+              ["signatures"][0]["keyid"] == old]
+    assert by_old and refused == {f"attestations/{r}.dsse.json" for r in by_old}
+    assert len(report["failures"]) == len(by_old)  # the new key's runs stay good
+    text = work.run("verify", "store", "--trust", "trust.json")
+    assert text.code == 1 and text.stdout.splitlines()[0] == f"INVALID: store {work.dir / 'store'}"
+
+
+def test_verify_store_takes_a_timestamp_before_the_revocation(tmp_path: Path, tsa: TsaEndpoint) -> None:
+    work = make_work(tmp_path / "w", tsa_signing(tsa))
+    work.ok("collect")
+    keyid = work.signer().keyid
+    backdated = Work(tmp_path / "backdated", work.env)
+    shutil.copytree(work.dir, backdated.dir)
+    time.sleep(1.1)  # TSA times are whole seconds; the revocation comes a second later
+    work.ok("keys", "revoke", keyid)
+    work.ok("keys", "trust-export", "--out", "trust.json")
+    code, report = work.verify_json("store", "--trust", "trust.json")
+    assert code == 0, report["failures"]
+    # without TSA roots the tokens prove nothing, and the reason says so
+    doc = json.loads((work.dir / "trust.json").read_text())
+    doc["tsa_roots"] = []
+    (work.dir / "no-roots.json").write_text(json.dumps(doc))
+    code, report = work.verify_json("store", "--trust", "no-roots.json")
+    assert code == 1 and all(f["reason"].endswith("(the bundle carries a timestamp for it: pass --tsa-roots to "
+                                                  "check it)") for f in report["failures"]), report["failures"]
+    code, _ = work.verify_json("store", "--trust", "no-roots.json", "--tsa-roots", str(tsa.root_cert_path))
+    assert code == 0
+    # a revocation dated before the signatures: each is timestamped after it
+    backdated.ok("keys", "revoke", keyid, "--at", "2020-01-01T00:00:00Z")
+    backdated.ok("keys", "trust-export", "--out", "trust.json")
+    code, report = backdated.verify_json("store", "--trust", "trust.json")
+    assert code == 1 and report["failures"]
+    assert all(f["reason"].startswith("signed at 20") and f["reason"].endswith(
+        f", after key {keyid} was revoked at 2020-01-01T00:00:00Z") for f in report["failures"]), report["failures"]
