@@ -44,6 +44,7 @@ ReadLimits = VerifyLimits  # the name the reader's callers know the limits model
 ARCHIVE = "(archive)"  # the member name of a failure about the archive as a whole
 _METADATA_NAMES = ("manifest.json", "SHA256SUMS", "README.md")
 _METADATA_SUFFIXES = (".json", ".sig", ".pem", ".tsr")
+_UNPARSED_JSON = ".payload.json"  # raw signed payloads, for OpenSSL users
 _REGULAR_ONLY = REGULAR_ONLY
 # control, bidirectional-override and invisible characters, and unpaired surrogates (undecodable bytes)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
@@ -207,7 +208,10 @@ class _Reader:
         data = b"".join(parts) if keep else None
         if data is not None:
             self.kept += len(data)
-            if name.endswith(".json") and (problem := json_problem(data, limits.max_json_depth)):
+            # a .payload.json is only ever compared byte for byte with the signed payload (whose own depth the
+            # envelope check limits): it is never parsed, so it is not scanned
+            if name.endswith(".json") and not name.endswith(_UNPARSED_JSON) and \
+                    (problem := json_problem(data, limits.max_json_depth)):
                 self.fail(name, problem)
                 data = None
         self.contents.members[name] = Member(name, h.hexdigest(), n, data, refused and data is None)
