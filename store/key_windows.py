@@ -10,8 +10,6 @@ trusted time before the revocation, is an error naming the attestation.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from affidavit.errors import StoreError
 from affidavit.signing.bundle import timestamp_tokens
@@ -24,15 +22,13 @@ from affidavit.store.base import FsckProblem
 from affidavit.store.index import DSSE_SUFFIX
 from affidavit.store.local import BUNDLE_SUFFIX, LocalStore
 
-if TYPE_CHECKING:
-    from cryptography import x509
 
+def key_window_problems(store: LocalStore, trust: TrustStore) -> list[FsckProblem]:
+    """An error for every stored run no trusted key was in force to sign (fsck reports unreadable ones).
 
-def key_window_problems(store: LocalStore, trust: TrustStore,
-                        tsa_roots: Sequence[x509.Certificate] = ()) -> list[FsckProblem]:
-    """An error for every stored run no trusted key was in force to sign (fsck reports unreadable ones)."""
+    The TSA roots are the trust store's (the CLI adds --tsa-roots to them)."""
     problems: list[FsckProblem] = []
-    times = TimeCheck(trust, (*trust.tsa_roots, *tsa_roots),
+    times = TimeCheck(trust, trust.tsa_roots,
                       lambda where, reason: problems.append(FsckProblem(where, reason)),
                       dict.fromkeys(trust.keys, "trust file"))
     keys = trust.public_keys()
