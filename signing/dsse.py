@@ -44,6 +44,10 @@ class Envelope:
     def pae(self) -> bytes:
         return pae(self.payload_type, self.payload)
 
+    def signature(self, keyid: str | None) -> bytes:
+        """The signature by ``keyid`` (a Sigstore bundle's key hint), else the first."""
+        return next((sig for k, sig in self.signatures if k == keyid), self.signatures[0][1])
+
 
 def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):

@@ -51,7 +51,7 @@ from affidavit.signing.bundle import (
     timestamp_tokens,
 )
 from affidavit.signing.dsse import PAYLOAD_TYPE, Envelope, EnvelopeFormatError, parse_envelope, verified_keyids
-from affidavit.signing.keys import PublicKey, algorithm_of, keyid_of, load_public_key_pem, verify_signature
+from affidavit.signing.keys import PublicKey, algorithm_of, keyid_of, load_public_key_pem
 from affidavit.signing.limits import json_problem
 from affidavit.signing.member_hash import PROCESS_AFTER
 from affidavit.signing.predicate import HEX64_RE, predicate_problem, run_from_parsed
@@ -107,8 +107,9 @@ class _Verifier:
         self.signers: list[str] = []
         self.bundle_predicate: dict[str, Any] | None = None
         self.runs: dict[str, _RunState] = {}
-        # digest checks of artefacts still being hashed (their member's digest is ""): (member, expected, who)
-        self.deferred: list[tuple[str, str, str]] | None = None
+        # digest checks of artefacts still being hashed (their member's digest is ""): (member, expected, who);
+        # None once check_deferred has run
+        self.deferred: list[tuple[str, str, str]] | None = []
 
     # -- helpers --------------------------------------------------------------
     def fail(self, member: str, reason: str, kind: str | None = None) -> None:
@@ -188,9 +189,7 @@ class _Verifier:
         """The verified signers of ``env`` whose key was in force when they signed (see TimeCheck)."""
         if self.times is None:
             return good
-        # a token dates only the signature it was made over: a signer gets its time only if that signature is its own
-        pairs = [(k, stamped if tokens and verify_signature(self.keys[k], stamped, env.pae) else b"") for k in good]
-        return self.times.check(what, token_member, key_member, pairs, stamped, tokens)
+        return self.times.check_envelope(what, token_member, key_member, env, good, stamped, tokens)
 
     def same_bytes(self, name: str, expected: bytes, what: str) -> None:
         data = self.data(name, f"the raw {what} for OpenSSL users")
@@ -289,7 +288,7 @@ class _Verifier:
         hint, sigstore = self.check_sigstore(state.run_id, obj, env)
         if hint is not None and self.log is not None and isinstance(obj, dict):
             state.log_index = self.log.check_run(state.run_id, sigstore, obj, env, hint)
-        sig = next((s for k, s in env.signatures if k == hint), env.signatures[0][1])
+        sig = env.signature(hint)
         self.same_bytes(run_member(state.run_id, "payload"), env.payload, "payload")
         self.same_bytes(run_member(state.run_id, "sig"), sig, "signature")
         keyid = hint or (good[0] if good else env.signatures[0][0])
@@ -524,7 +523,6 @@ def verify_bundle(
             log_key = _log_key_for(contents.members, trust)
         read_so_far = len(contents.failures)
         v = _Verifier(contents.members, list(contents.failures), trust.public_keys(), limits.max_json_depth)
-        v.deferred = []
         v.log = LogCheck(contents.members, v.fail,
                          BundleSource(contents.source, contents.kind, limits.max_metadata_bytes), log_key, checkpoint,
                          limits.max_proof_hashes if max_proof_hashes is None else max_proof_hashes,

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from affidavit.signing.archive import BundleKind, Member, normalise_name
 from affidavit.signing.bundle import LOG_CHECKPOINT, LOG_FILES, LOG_LEAVES, MANIFEST, TRUSTED_ROOT, run_member
 from affidavit.signing.dsse import Envelope
-from affidavit.signing.keys import PublicKey
+from affidavit.signing.keys import PublicKey, verify_signature
 from affidavit.signing.limits import VerifyLimits, json_problem
 from affidavit.signing.tlog import HASH_SIZE, MemoryTree, ProofError, leaf_hash, verify_consistency, \
     verify_inclusion
@@ -274,7 +274,7 @@ class LogCheck:
         if self.log_id is not None and e.log_id != self.log_id:
             self.fail(name, f"its log entry is in log {e.log_id.hex()}, not the trusted log {self.log_id.hex()}")
             return None
-        sig = next((s for k, s in env.signatures if k == hint), env.signatures[0][1])
+        sig = env.signature(hint)
         if problem := json_problem(e.body, self.max_json_depth):  # before it is parsed (and re-serialised)
             self.fail(name, f"tlogEntries[0].canonicalizedBody: {problem}")
             return None
@@ -361,6 +361,7 @@ class TimeCheck:
     def __init__(self, trust: TrustStore, roots: Sequence[x509.Certificate], fail: Callable[[str, str], None],
                  sources: Mapping[str, str]) -> None:
         self.trust, self.roots, self.fail, self.sources = trust, tuple(roots), fail, sources
+        self.public_keys = trust.public_keys()
         self.stamps: list[TimestampReport] = []
         self.signed: dict[str, list[str]] = {}  # keyid -> what it signed while in force
         self.refused: dict[str, list[str]] = {}  # keyid -> what it signed outside its window or once revoked
@@ -388,6 +389,14 @@ class TimeCheck:
             self.fail(key_member, "; ".join(problems) + (" (the bundle carries a timestamp for it: pass --tsa-roots "
                                                          "to check it)" if unchecked else ""))
         return good
+
+    def check_envelope(self, what: str, token_member: str, key_member: str, env: Envelope, good: Sequence[str],
+                       stamped: bytes, tokens: Sequence[bytes]) -> list[str]:
+        """:meth:`check` for ``good``, the verified signers of ``env``: a token dates only the signature it was
+        made over, so a signer gets its time only if ``stamped`` is its own signature."""
+        pairs = [(k, stamped if tokens and verify_signature(self.public_keys[k], stamped, env.pae) else b"")
+                 for k in good]
+        return self.check(what, token_member, key_member, pairs, stamped, tokens)
 
     def _verify_tokens(self, what: str, member: str, signature: bytes, tokens: Sequence[bytes]) -> list[datetime]:
         if not tokens:

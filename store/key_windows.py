@@ -14,7 +14,6 @@ import json
 from affidavit.errors import StoreError
 from affidavit.signing.bundle import timestamp_tokens
 from affidavit.signing.dsse import verified_keyids
-from affidavit.signing.keys import verify_signature
 from affidavit.signing.sigstore import SigstoreFormatError, envelope_of
 from affidavit.signing.trust import TrustStore
 from affidavit.signing.verify_log import TimeCheck
@@ -31,7 +30,7 @@ def key_window_problems(store: LocalStore, trust: TrustStore) -> list[FsckProble
     times = TimeCheck(trust, trust.tsa_roots,
                       lambda where, reason: problems.append(FsckProblem(where, reason)),
                       dict.fromkeys(trust.keys, "trust file"))
-    keys = trust.public_keys()
+    keys = times.public_keys
     for path in store.attestation_files():
         try:
             att = store.read_attestation(path)
@@ -50,8 +49,6 @@ def key_window_problems(store: LocalStore, trust: TrustStore) -> list[FsckProble
         except (OSError, ValueError, SigstoreFormatError):
             pass  # no bundle or no usable tokens (fsck names a broken one): the signature has no trusted time
         # a token dates the signature it was made over: the one the Sigstore bundle names
-        stamped = next((sig for k, sig in att.envelope.signatures if k == hint), att.envelope.signatures[0][1])
-        pairs = [(k, stamped if tokens and verify_signature(keys[k], stamped, att.envelope.pae) else b"")
-                 for k in good]
-        times.check(f"run {att.run.run_id}", bundle_rel, str(path.relative_to(store.root)), pairs, stamped, tokens)
+        times.check_envelope(f"run {att.run.run_id}", bundle_rel, str(path.relative_to(store.root)), att.envelope,
+                             good, att.envelope.signature(hint), tokens)
     return problems
