@@ -36,7 +36,7 @@ from typing import IO, Literal, NamedTuple
 from affidavit.errors import InputError
 from affidavit.signing.hashing import CHUNK_SIZE
 from affidavit.signing.limits import VerifyLimits, json_problem
-from affidavit.signing.member_hash import PROCESS_AFTER, REGULAR_ONLY, FileJob, Hasher, Job, SliceJob
+from affidavit.signing.member_hash import NOT_REGULAR, PROCESS_AFTER, REGULAR_ONLY, FileJob, Hasher, Job, SliceJob
 
 BundleKind = Literal["tar.gz", "tar", "directory"]
 Progress = Callable[[int], None] | None
@@ -45,7 +45,6 @@ ARCHIVE = "(archive)"  # the member name of a failure about the archive as a who
 _METADATA_NAMES = ("manifest.json", "SHA256SUMS", "README.md")
 _METADATA_SUFFIXES = (".json", ".sig", ".pem", ".tsr")
 _UNPARSED_JSON = ".payload.json"  # raw signed payloads, for OpenSSL users
-_REGULAR_ONLY = REGULAR_ONLY
 # control, bidirectional-override and invisible characters, and unpaired surrogates (undecodable bytes)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 MAX_TEXT = 2000  # characters of a failure's member name or reason
@@ -465,10 +464,10 @@ def _padding(cursor: _Cursor, size: int, what: str) -> None:
 def _member_problem(header: _Header) -> str:
     what = _REFUSED_TYPES.get(header.kind)
     if what in ("hard link", "symbolic link"):
-        return f"{what} (to {header.linkname!r}) refused: {_REGULAR_ONLY}"
+        return f"{what} (to {header.linkname!r}) refused: {REGULAR_ONLY}"
     if what is not None:
-        return f"{what} refused: {_REGULAR_ONLY}"
-    return f"member of type {header.kind.decode('latin-1')!r} refused: {_REGULAR_ONLY}"
+        return f"{what} refused: {REGULAR_ONLY}"
+    return f"member of type {header.kind.decode('latin-1')!r} refused: {REGULAR_ONLY}"
 
 
 def _read_tar_stream(cursor: _Cursor, reader: _Reader) -> None:
@@ -581,7 +580,7 @@ def _read_dir(root: Path, reader: _Reader) -> None:
                 if name is None:
                     continue
                 if is_link:
-                    reader.fail(name, f"symbolic link (to {_link_target(entry.path)!r}) refused: {_REGULAR_ONLY}")
+                    reader.fail(name, f"symbolic link (to {_link_target(entry.path)!r}) refused: {REGULAR_ONLY}")
                 elif is_dir:
                     folders.append((entry.path, name + "/"))
                 elif is_file and reader.workers is not None and not is_metadata(name):
@@ -595,7 +594,7 @@ def _read_dir(root: Path, reader: _Reader) -> None:
                 elif is_file:
                     _read_file(reader, name, entry.path, buf)
                 else:
-                    reader.fail(name, f"not a regular file (device, FIFO or socket) refused: {_REGULAR_ONLY}")
+                    reader.fail(name, NOT_REGULAR)
     except _Stop as stop:
         reader.contents.failures.append(stop.failure)
 
@@ -629,7 +628,7 @@ def _read_file(reader: _Reader, name: str, path: str, buf: memoryview) -> None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            reader.fail(name, f"not a regular file (device, FIFO or socket) refused: {_REGULAR_ONLY}")
+            reader.fail(name, NOT_REGULAR)
             return
         reader.charge(name, st.st_size)
 
@@ -656,10 +655,6 @@ class BundleReading:
 
     def __init__(self, contents: BundleContents, reader: _Reader) -> None:
         self.contents, self._reader = contents, reader
-
-    @property
-    def hashing(self) -> bool:
-        return self._reader.workers is not None
 
     def finish(self) -> BundleContents:
         """Wait for every artefact's digest (and the failures reading them found); the contents."""
@@ -702,7 +697,8 @@ def open_bundle(
         raise _not_a_bundle(path)
     else:
         contents = BundleContents(path, "tar")
-    reader = _Reader(contents, limits, progress, Hasher(_worker_count(), progress=progress, process_after=process_after))
+    hasher = Hasher(_worker_count(), progress=progress, process_after=process_after)
+    reader = _Reader(contents, limits, progress, hasher)
     try:
         _read_dir(path, reader) if contents.kind == "directory" else _read_tar(path, reader)
     except BaseException:

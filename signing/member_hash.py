@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Result = tuple[int, str, str, int, str | None]  # (order, name, sha256 hex, bytes read, why it could not be read)
 REGULAR_ONLY = "a bundle holds regular files only"
+NOT_REGULAR = f"not a regular file (device, FIFO or socket) refused: {REGULAR_ONLY}"
 PROCESS_AFTER = 8 << 20  # bytes hashed on threads before worker processes take over
 _BATCH_JOBS = 256  # jobs per batch sent to a process
 _BATCH_BYTES = 16 << 20  # or fewer, once their sizes add up to this
@@ -107,7 +108,7 @@ def _hash_file(job: FileJob, buf: memoryview) -> Result:
         return job.order, job.name, "", 0, f"cannot read: {e.strerror}"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a FIFO or device since the listing
-            return job.order, job.name, "", 0, f"not a regular file (device, FIFO or socket) refused: {REGULAR_ONLY}"
+            return job.order, job.name, "", 0, NOT_REGULAR
         h, total, most = hashlib.sha256(), 0, job.size + 1
         while total < most:  # one byte more than its size: a file that grew since it was listed shows
             n = os.readv(fd, [buf[:min(len(buf), most - total)]])
