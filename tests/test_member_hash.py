@@ -50,6 +50,14 @@ def digests(folder_or_tar: Path, **kw: object) -> dict[str, str]:
     return {name: m.sha256 for name, m in contents.members.items() if name.startswith("artefacts/")}
 
 
+def fake_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """Make the worker processes this shell script instead of Python (it gets the worker's arguments)."""
+    path = tmp_path / "fake-python"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(path))
+
+
 def file_jobs(expected: dict[str, str], root: Path) -> list[FileJob]:
     return [FileJob(i + 1, name, str(root / name), (root / name).stat().st_size) for i, name in enumerate(expected)]
 
@@ -93,10 +101,7 @@ def test_killed_worker_processes_leave_their_batches_to_the_caller(tmp_path: Pat
 def test_worker_that_cannot_run_is_replaced_by_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     expected = artefact_tree(tmp_path / "b", 30)
-    broken = tmp_path / "not-python"
-    broken.write_text("#!/bin/sh\nexit 3\n")
-    broken.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(broken))  # as where the interpreter cannot import affidavit
+    fake_interpreter(tmp_path, monkeypatch, "exit 3")  # as where the interpreter cannot import affidavit
     with caplog.at_level(logging.WARNING, logger="affidavit.signing.member_hash"):
         assert digests(tmp_path / "b", process_after=0) == expected
     assert "the hashing processes ended early (exit status 3, 3)" in caplog.text
@@ -162,10 +167,7 @@ def test_an_answer_for_other_jobs_is_not_taken(tmp_path: Path, monkeypatch: pyte
                                                caplog: pytest.LogCaptureFixture) -> None:
     """A worker whose answer does not match its batch job for job is treated as dead: its batches are redone."""
     expected = artefact_tree(tmp_path / "b", 30)
-    liar = tmp_path / "liar"
-    liar.write_text('#!/bin/sh\nwhile read line; do echo \'[[0, "x", "00", 0, null]]\'; done\n')
-    liar.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(liar))
+    fake_interpreter(tmp_path, monkeypatch, 'while read line; do echo \'[[0, "x", "00", 0, null]]\'; done')
     with caplog.at_level(logging.WARNING, logger="affidavit.signing.member_hash"):
         assert digests(tmp_path / "b", process_after=0) == expected
     assert "hashed on the calling thread" in caplog.text

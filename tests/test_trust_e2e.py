@@ -166,26 +166,39 @@ def test_a_revoked_keys_evidence_fails_without_timestamps(tmp_path: Path) -> Non
     work.ok("collect")
 
 
-def test_timestamps_before_the_revocation_keep_the_evidence_valid(tmp_path: Path, tsa: TsaEndpoint) -> None:
+def revoked_after_timestamps(tmp_path: Path, tsa: TsaEndpoint, *, export: bool) -> tuple[Work, Work, str]:
+    """(a store whose timestamped runs predate the key's revocation, with trust.json exported; a copy taken
+    before the revocation, to revoke with an earlier date; the keyid). ``export``: a bundle first."""
     work = make_work(tmp_path / "w", tsa_signing(tsa))
     work.ok("collect")
-    work.ok("export", "--out", "bundle")
+    if export:
+        work.ok("export", "--out", "bundle")
     keyid = work.signer().keyid
     backdated = Work(tmp_path / "backdated", work.env)
     shutil.copytree(work.dir, backdated.dir)
     time.sleep(1.1)  # TSA times are whole seconds; the revocation comes a second later
     work.ok("keys", "revoke", keyid)
     work.ok("keys", "trust-export", "--out", "trust.json")
+    return work, backdated, keyid
+
+
+def without_tsa_roots(work: Work) -> str:
+    """A copy of the work's trust.json with no TSA roots; its file name."""
+    doc = json.loads((work.dir / "trust.json").read_text())
+    doc["tsa_roots"] = []
+    (work.dir / "no-roots.json").write_text(json.dumps(doc))
+    return "no-roots.json"
+
+
+def test_timestamps_before_the_revocation_keep_the_evidence_valid(tmp_path: Path, tsa: TsaEndpoint) -> None:
+    work, backdated, keyid = revoked_after_timestamps(tmp_path, tsa, export=True)
     code, report = work.verify_json("bundle", "--trust", "trust.json")
     assert code == 0, report["failures"]
     (key,) = report["keys"]
     assert key["revoked_at"] is not None and key["refused"] == [] and len(key["signed"]) == 3
     assert all(iso(t["time"]) < iso(key["revoked_at"]) for t in report["timestamps"]["tokens"])
     # without the TSA roots nothing proves the time: the revocation wins, and the report says why
-    doc = json.loads((work.dir / "trust.json").read_text())
-    doc["tsa_roots"] = []
-    (work.dir / "no-roots.json").write_text(json.dumps(doc))
-    code, report = work.verify_json("bundle", "--trust", "no-roots.json")
+    code, report = work.verify_json("bundle", "--trust", without_tsa_roots(work))
     assert code == 1 and reasons(report, "bundle.dsse.json")[0].endswith(
         "(the bundle carries a timestamp for it: pass --tsa-roots to check it)")
     code, report = work.verify_json("bundle", "--trust", "no-roots.json", "--tsa-roots", str(tsa.root_cert_path))
@@ -376,21 +389,11 @@ def test_verify_store_applies_the_trust_files_windows_and_revocations(tmp_path: 
 
 
 def test_verify_store_takes_a_timestamp_before_the_revocation(tmp_path: Path, tsa: TsaEndpoint) -> None:
-    work = make_work(tmp_path / "w", tsa_signing(tsa))
-    work.ok("collect")
-    keyid = work.signer().keyid
-    backdated = Work(tmp_path / "backdated", work.env)
-    shutil.copytree(work.dir, backdated.dir)
-    time.sleep(1.1)  # TSA times are whole seconds; the revocation comes a second later
-    work.ok("keys", "revoke", keyid)
-    work.ok("keys", "trust-export", "--out", "trust.json")
+    work, backdated, keyid = revoked_after_timestamps(tmp_path, tsa, export=False)
     code, report = work.verify_json("store", "--trust", "trust.json")
     assert code == 0, report["failures"]
     # without TSA roots the tokens prove nothing, and the reason says so
-    doc = json.loads((work.dir / "trust.json").read_text())
-    doc["tsa_roots"] = []
-    (work.dir / "no-roots.json").write_text(json.dumps(doc))
-    code, report = work.verify_json("store", "--trust", "no-roots.json")
+    code, report = work.verify_json("store", "--trust", without_tsa_roots(work))
     assert code == 1 and all(f["reason"].endswith("(the bundle carries a timestamp for it: pass --tsa-roots to "
                                                   "check it)") for f in report["failures"]), report["failures"]
     code, _ = work.verify_json("store", "--trust", "no-roots.json", "--tsa-roots", str(tsa.root_cert_path))
